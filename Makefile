@@ -1,0 +1,29 @@
+# splitc: `make run` compiles the bundled example, `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXAMPLE := examples/resnet_blocks.onnx
+
+.PHONY: install run test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: install
+	$(BIN)/splitc $(EXAMPLE) --target raspberry-pi-4 --cloud t4 --bw 5Mbps --rtt 20ms -o out/
+	$(BIN)/splitc run out/ --input examples/input.npy
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 --timeout 900
+
+bench: install
+	$(BIN)/python bench/partition.py
+	$(BIN)/python bench/codec.py
+
+clean:
+	rm -rf out/ .pytest_cache .hypothesis

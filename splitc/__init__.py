@@ -1,0 +1,20 @@
+"""splitc: a compiler for split edge-cloud neural-network inference.
+
+    import splitc
+    split = splitc.compile("model.onnx", target="jetson-tx2", bandwidth="5Mbps")
+    split.save("out/")
+
+The compiler is imported lazily, so ``import splitc.runtime`` stays light.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["compile", "analyse", "CompiledSplit", "Analysis", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("compile", "analyse", "CompiledSplit", "Analysis"):
+        from splitc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'splitc' has no attribute {name!r}")

@@ -1,0 +1,81 @@
+"""Fix dynamic input dimensions and run ONNX shape inference."""
+
+from __future__ import annotations
+
+import onnx
+
+from splitc.errors import ShapeError
+
+_TWO_GB = 2**31 - 1
+
+
+def real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are not initializers (old IR versions list weights as inputs)."""
+    weights = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in weights]
+
+
+def fix_input_shapes(model: onnx.ModelProto, overrides: dict[str, tuple[int, ...]] | None = None) -> None:
+    """Make every input dimension static, in place.
+
+    ``overrides`` (from ``--input-shape``) wins; otherwise a dynamic leading
+    dimension becomes 1 (the batch), and any other dynamic one is an error.
+    Stale intermediate shapes are dropped so that inference recomputes them.
+    """
+    overrides = dict(overrides or {})
+    inputs = real_inputs(model)
+    unknown = sorted(set(overrides) - {i.name for i in inputs})
+    if unknown:
+        names = ", ".join(i.name for i in inputs)
+        raise ShapeError(f"--input-shape names {unknown[0]!r}, which is not a model input (inputs: {names})")
+    before = [i.SerializeToString() for i in inputs]
+    for value in inputs:
+        if not value.type.HasField("tensor_type"):
+            raise ShapeError(f"input {value.name!r} is not a tensor; only tensor inputs are supported")
+        _fix_one(value, overrides.get(value.name))
+    if before != [i.SerializeToString() for i in inputs]:
+        _forget_shapes(model)
+
+
+def _forget_shapes(model: onnx.ModelProto) -> None:
+    """Drop inferred intermediate shapes and the declared output shapes; keep element types."""
+    del model.graph.value_info[:]
+    for output in model.graph.output:
+        if output.type.HasField("tensor_type"):
+            output.type.tensor_type.ClearField("shape")
+
+
+def _fix_one(value: onnx.ValueInfoProto, override: tuple[int, ...] | None) -> None:
+    tensor = value.type.tensor_type
+    if override is not None:
+        if tensor.HasField("shape") and len(tensor.shape.dim) != len(override):
+            raise ShapeError(
+                f"--input-shape for {value.name!r} has rank {len(override)}, but the input has rank {len(tensor.shape.dim)}"
+            )
+        del tensor.shape.dim[:]
+        for size in override:
+            tensor.shape.dim.add().dim_value = size
+        return
+    if not tensor.HasField("shape"):
+        raise ShapeError(f"input {value.name!r} has no shape; give one with --input-shape {value.name}=1x3x224x224")
+    for index, dim in enumerate(tensor.shape.dim):
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            continue
+        if index == 0:
+            dim.dim_value = 1
+            continue
+        label = dim.dim_param or "?"
+        raise ShapeError(
+            f"input {value.name!r} has dynamic dimension {index} ({label}); "
+            f"fix it with --input-shape {value.name}=<dims joined by x>"
+        )
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Run ONNX shape inference with data propagation (for computed Reshape shapes)."""
+    if model.ByteSize() > _TWO_GB:
+        raise ShapeError("models over 2 GB must be given with external data so shape inference can run")
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise ShapeError(f"shape inference failed: {str(exc).strip().splitlines()[0]}") from exc

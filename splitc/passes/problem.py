@@ -1,0 +1,130 @@
+"""The partition problem as plain arrays, independent of the IR.
+
+Nodes are the data nodes in topological order. Values are the tensors that
+can cross the network: the graph inputs (produced by the edge itself,
+``producer == -1``) and the data-node outputs that are used. Weights never
+cross: both halves carry the ones they use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from splitc.ir.graph import Graph
+from splitc.passes.cost import CostTable
+
+
+@dataclass
+class SplitProblem:
+    edge_ms: np.ndarray  # (n,) latency of each node on the edge
+    cloud_ms: np.ndarray  # (n,) latency of each node on the cloud
+    producer: np.ndarray  # (m,) producing node of each value, -1 for graph inputs
+    nbytes: np.ndarray  # (m,) size of each value
+    is_output: np.ndarray  # (m,) value is a graph output
+    cons_ptr: np.ndarray  # (m + 1,) CSR offsets into cons_idx
+    cons_idx: np.ndarray  # consuming nodes of each value, without repeats
+    bandwidth: float  # bytes per second, both directions
+    rtt_ms: float = 0.0
+    node_names: list[str] | None = None
+    value_names: list[str] | None = None
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.edge_ms)
+
+    @property
+    def num_values(self) -> int:
+        return len(self.producer)
+
+    @property
+    def transfer_ms(self) -> np.ndarray:
+        """Time on the wire of each value alone, without the round trip."""
+        return self.nbytes / self.bandwidth * 1e3
+
+    def value_of_consumer_edge(self) -> np.ndarray:
+        """For every entry of ``cons_idx``, the value it consumes."""
+        return np.repeat(np.arange(self.num_values), np.diff(self.cons_ptr))
+
+    def with_link(self, bandwidth: float, rtt_ms: float) -> "SplitProblem":
+        """The same problem over another link."""
+        return SplitProblem(**{**self.__dict__, "bandwidth": bandwidth, "rtt_ms": rtt_ms})
+
+
+@dataclass
+class Breakdown:
+    """The predicted latency of one assignment."""
+
+    edge_ms: float
+    transfer_ms: float
+    cloud_ms: float
+    up_values: np.ndarray  # indices of values sent edge -> cloud
+    down_values: np.ndarray  # indices of graph outputs sent cloud -> edge
+    up_bytes: int
+    down_bytes: int
+
+    @property
+    def total_ms(self) -> float:
+        return self.edge_ms + self.transfer_ms + self.cloud_ms
+
+
+def is_valid(problem: SplitProblem, on_cloud: np.ndarray) -> bool:
+    """No cloud node may feed an edge node."""
+    value = problem.value_of_consumer_edge()
+    prod = problem.producer[value]
+    has_prod = prod >= 0
+    feeds = on_cloud[prod[has_prod]] & ~on_cloud[problem.cons_idx[has_prod]]
+    return not bool(feeds.any())
+
+
+def evaluate(problem: SplitProblem, on_cloud: np.ndarray) -> Breakdown:
+    """Edge, transfer and cloud time of an assignment (``on_cloud[i]`` per node)."""
+    on_cloud = np.asarray(on_cloud, dtype=bool)
+    value = problem.value_of_consumer_edge()
+    cloud_use = np.zeros(problem.num_values, dtype=bool)
+    cloud_use[value[on_cloud[problem.cons_idx]]] = True
+    prod_cloud = np.zeros(problem.num_values, dtype=bool)
+    has_prod = problem.producer >= 0
+    prod_cloud[has_prod] = on_cloud[problem.producer[has_prod]]
+    up = np.flatnonzero(cloud_use & ~prod_cloud)
+    down = np.flatnonzero(problem.is_output & prod_cloud)
+    up_bytes = int(problem.nbytes[up].sum())
+    down_bytes = int(problem.nbytes[down].sum())
+    crossing = len(up) + len(down) > 0
+    transfer = (problem.rtt_ms if crossing else 0.0) + (up_bytes + down_bytes) / problem.bandwidth * 1e3
+    return Breakdown(
+        edge_ms=float(problem.edge_ms[~on_cloud].sum()),
+        transfer_ms=float(transfer),
+        cloud_ms=float(problem.cloud_ms[on_cloud].sum()),
+        up_values=up,
+        down_values=down,
+        up_bytes=up_bytes,
+        down_bytes=down_bytes,
+    )
+
+
+def problem_from_graph(graph: Graph, costs: CostTable, bandwidth: float, rtt_ms: float) -> SplitProblem:
+    """Arrays for the partitioner: data nodes, crossable values and their consumers."""
+    nodes = graph.data_nodes
+    index = {id(node): i for i, node in enumerate(nodes)}
+    values = [v for v in graph.inputs if v.consumers or v.is_graph_output]
+    for node in nodes:
+        values.extend(v for v in node.outputs if v.consumers or v.is_graph_output)
+    consumers = [sorted({index[id(c)] for c in v.consumers}) for v in values]
+    ptr = np.zeros(len(values) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(c) for c in consumers])
+    flat = np.fromiter((i for c in consumers for i in c), dtype=np.int64, count=int(ptr[-1]))
+    return SplitProblem(
+        edge_ms=np.asarray(costs.edge_ms, dtype=np.float64),
+        cloud_ms=np.asarray(costs.cloud_ms, dtype=np.float64),
+        producer=np.array([index[id(v.producer)] if v.producer is not None else -1 for v in values], dtype=np.int64),
+        nbytes=np.array([v.nbytes for v in values], dtype=np.int64),
+        is_output=np.array([v.is_graph_output for v in values], dtype=bool),
+        cons_ptr=ptr,
+        cons_idx=flat,
+        bandwidth=float(bandwidth),
+        rtt_ms=float(rtt_ms),
+        node_names=[n.name for n in nodes],
+        value_names=[v.name for v in values],
+    )

@@ -1,0 +1,316 @@
+"""numba kernels of the wire codec (the fast path; see codec_numpy for the fallback).
+
+Every kernel is a single-threaded loop compiled by numba. Array indices are
+unsigned so that LLVM merges the byte loads/stores of a 64-bit big-endian word
+into one load/store plus a byte swap. ``boundscheck`` is off: the decoder
+checks every position it reads or writes against limits computed from the
+frame, and its input buffer carries ``PAD`` zero bytes past the payload.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+U = np.uint64
+I = np.int64
+PAD = 16  # zero bytes the decoder needs after the payload
+
+OK, BAD_CODE, OVERRUN, RUN_OVERFLOW, BAD_END = 0, 1, 2, 3, 4
+
+_njit = numba.njit(cache=True, nogil=True, boundscheck=False)
+_inline = numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+
+
+@_njit
+def sample_histogram(q, stride):
+    """Histogram (256 bins) of ``q[::stride]``."""
+    h = np.zeros((4, 256), np.int64)
+    n = (q.size + stride - 1) // stride
+    m = n & ~3
+    for j in range(0, m, 4):
+        i = U(j * stride)
+        s = U(stride)
+        h[0, q[i]] += 1
+        h[1, q[i + s]] += 1
+        h[2, q[i + U(2) * s]] += 1
+        h[3, q[i + U(3) * s]] += 1
+    for j in range(m, n):
+        h[0, q[U(j * stride)]] += 1
+    return h[0] + h[1] + h[2] + h[3]
+
+
+@_inline
+def _load_le(q, b):
+    b = U(b)
+    return (
+        (U(q[b + U(7)]) << U(56)) | (U(q[b + U(6)]) << U(48)) | (U(q[b + U(5)]) << U(40))
+        | (U(q[b + U(4)]) << U(32)) | (U(q[b + U(3)]) << U(24)) | (U(q[b + U(2)]) << U(16))
+        | (U(q[b + U(1)]) << U(8)) | U(q[b])
+    )
+
+
+@_inline
+def _load_be(buf, b):
+    b = U(b)
+    return (
+        (U(buf[b]) << U(56)) | (U(buf[b + U(1)]) << U(48)) | (U(buf[b + U(2)]) << U(40))
+        | (U(buf[b + U(3)]) << U(32)) | (U(buf[b + U(4)]) << U(24)) | (U(buf[b + U(5)]) << U(16))
+        | (U(buf[b + U(6)]) << U(8)) | U(buf[b + U(7)])
+    )
+
+
+@_inline
+def _store_be(out, o, x):
+    o = U(o)
+    m = U(255)
+    out[o] = np.uint8(x >> U(56))
+    out[o + U(1)] = np.uint8((x >> U(48)) & m)
+    out[o + U(2)] = np.uint8((x >> U(40)) & m)
+    out[o + U(3)] = np.uint8((x >> U(32)) & m)
+    out[o + U(4)] = np.uint8((x >> U(24)) & m)
+    out[o + U(5)] = np.uint8((x >> U(16)) & m)
+    out[o + U(6)] = np.uint8((x >> U(8)) & m)
+    out[o + U(7)] = np.uint8(x & m)
+
+
+@_inline
+def _token_step(s, dominant, run, k, n_literals, size_a, run_tokens, tok):
+    """Branch-free tokenizer step for one symbol; returns (run, k)."""
+    is_dom = I(s == dominant)
+    not_dom = 1 - is_dom
+    has_run = I(run > 0)
+    tok[U(k)] = np.uint32(run_tokens[U(run)] + n_literals)
+    k += not_dom & has_run
+    tok[U(k)] = np.uint32(has_run * size_a + s)
+    k += not_dom
+    run = (run + 1) * is_dom
+    return run, k
+
+
+@_njit
+def tokenize(q, dominant, n_literals, size_a, chunk, run_tokens, tok, tok_end, skip_runs):
+    """Turn symbols into tokens; returns (token count, OR of all symbols).
+
+    A token is ``index | extra_bits << 10 | extra_value << 14`` where ``index``
+    is the context-A symbol, or ``size_a`` + the context-B symbol. ``tok_end[c]``
+    receives the token count after chunk ``c``. With ``skip_runs`` whole 8-byte
+    words of the dominant symbol are skipped (faster on sparse maps; same output).
+    """
+    n = q.size
+    k = I(0)
+    seen = I(0)
+    dom = I(dominant)
+    dom8 = U(dominant) * U(0x0101010101010101)
+    ci = 0
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
+        run = I(0)
+        i = c0
+        if skip_runs:
+            while i + 8 <= c1:
+                w = _load_le(q, i)
+                if w == dom8:
+                    run += 8
+                else:
+                    for j in range(8):
+                        s = I((w >> U(8 * j)) & U(255))
+                        seen |= s
+                        run, k = _token_step(s, dom, run, k, n_literals, size_a, run_tokens, tok)
+                i += 8
+        while i < c1:
+            s = I(q[U(i)])
+            seen |= s
+            run, k = _token_step(s, dom, run, k, n_literals, size_a, run_tokens, tok)
+            i += 1
+        tok[U(k)] = np.uint32(run_tokens[U(run)] + n_literals)
+        k += I(run > 0)
+        tok_end[ci] = k
+        ci += 1
+    return k, seen | dom
+
+
+@_njit
+def token_histogram(tok, ntok, nbins):
+    """Histogram of token indices (low 10 bits)."""
+    h = np.zeros((4, nbins), np.int64)
+    m = ntok & ~3
+    for i in range(0, m, 4):
+        h[0, tok[U(i)] & 1023] += 1
+        h[1, tok[U(i + 1)] & 1023] += 1
+        h[2, tok[U(i + 2)] & 1023] += 1
+        h[3, tok[U(i + 3)] & 1023] += 1
+    for i in range(m, ntok):
+        h[0, tok[U(i)] & 1023] += 1
+    return h[0] + h[1] + h[2] + h[3]
+
+
+@_njit
+def emit(tok, tok_end, table, out, ends):
+    """Write the tokens' codes MSB-first; each chunk is padded to a byte.
+
+    ``out`` needs 8 spare bytes; ``ends[c]`` receives the byte offset after chunk c.
+    Returns the payload length.
+    """
+    o = I(0)
+    t0 = I(0)
+    for ci in range(tok_end.size):
+        acc = U(0)
+        nacc = I(0)
+        for j in range(t0, tok_end[ci]):
+            t = tok[U(j)]
+            e = table[U(t & 1023)]
+            nx = I((t >> 10) & 15)
+            nbits = I(e & 31) + nx
+            value = (U(e >> 5) << U(nx)) | U(t >> 14)
+            nacc += nbits
+            acc |= value << U(64 - nacc)
+            _store_be(out, o, acc)
+            o += nacc >> 3
+            acc <<= U(nacc & ~7)
+            nacc &= 7
+        if nacc:
+            _store_be(out, o, acc)
+            o += 1
+        ends[ci] = o
+        t0 = tok_end[ci]
+    return o
+
+
+@_inline
+def _decode_step(buf, bp, o, ctx, table, shift, peek_bits, out):
+    """Decode one token at bit ``bp``; returns (bp, o, ctx offset, code length)."""
+    w = _load_be(buf, bp >> 3) << U(bp & 7)
+    e = table[U(ctx + I(w >> shift))]
+    length = I(e & 15)
+    nx = I((e >> 4) & 15)
+    base = I(e >> 16)
+    extra = I(((w << U(length)) >> U(49)) >> U(15 - nx))
+    out[U(o)] = np.uint8((e >> 8) & 255)
+    o += base + extra + I(base == 0)
+    bp += length + nx
+    ctx = I(base != 0) << peek_bits
+    return bp, o, ctx, length
+
+
+@_inline
+def _chunk_end_ok(buf, bp, end_bit):
+    """The chunk ends in the byte where its last token ends, padded with zeros."""
+    if (bp + 7) >> 3 != end_bit >> 3:
+        return False
+    pad = end_bit - bp
+    if pad == 0:
+        return True
+    return (I(buf[U((end_bit >> 3) - 1)]) & ((1 << pad) - 1)) == 0
+
+
+@_njit
+def _finish_lane(buf, ci, ci_end, bp, o, ctx, bit_start, bit_end, sym_end, table, shift, peek_bits, out):
+    """Decode the rest of one lane: chunk ``ci`` from state (bp, o, ctx), then later chunks."""
+    while ci < ci_end:
+        end = sym_end[ci]
+        limit = bit_end[ci]
+        while o < end:
+            bp, o, ctx, length = _decode_step(buf, bp, o, ctx, table, shift, peek_bits, out)
+            if length == 0:
+                return BAD_CODE
+            if bp > limit:
+                return OVERRUN
+        if o != end:
+            return RUN_OVERFLOW
+        if not _chunk_end_ok(buf, bp, limit):
+            return BAD_END
+        ci += 1
+        if ci < ci_end:
+            bp = bit_start[ci]
+            ctx = I(0)
+    return OK
+
+
+@_njit
+def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits, out):
+    """Decode all chunks into ``out`` (pre-filled with the dominant symbol).
+
+    Chunks are split into 4 lanes of consecutive chunks (``lanes`` holds the 5
+    chunk boundaries); the 4 lanes are decoded in lock-step so that their
+    serial dependency chains overlap. Returns OK or an error code.
+    """
+    shift = U(64 - peek_bits)
+    a0, a1, a2, a3 = lanes[0], lanes[1], lanes[2], lanes[3]
+    b0, b1, b2, b3 = lanes[1], lanes[2], lanes[3], lanes[4]
+    p0, p1, p2, p3 = I(0), I(0), I(0), I(0)
+    o0, o1, o2, o3 = I(0), I(0), I(0), I(0)
+    x0, x1, x2, x3 = I(0), I(0), I(0), I(0)
+    if a0 < b0:
+        p0, o0 = bit_start[a0], sym_start[a0]
+    if a1 < b1:
+        p1, o1 = bit_start[a1], sym_start[a1]
+    if a2 < b2:
+        p2, o2 = bit_start[a2], sym_start[a2]
+    if a3 < b3:
+        p3, o3 = bit_start[a3], sym_start[a3]
+    if a0 < b0 and a1 < b1 and a2 < b2 and a3 < b3:
+        e0, e1, e2, e3 = sym_end[a0], sym_end[a1], sym_end[a2], sym_end[a3]
+        m0, m1, m2, m3 = bit_end[a0], bit_end[a1], bit_end[a2], bit_end[a3]
+        while True:
+            p0, o0, x0, l0 = _decode_step(buf, p0, o0, x0, table, shift, peek_bits, out)
+            p1, o1, x1, l1 = _decode_step(buf, p1, o1, x1, table, shift, peek_bits, out)
+            p2, o2, x2, l2 = _decode_step(buf, p2, o2, x2, table, shift, peek_bits, out)
+            p3, o3, x3, l3 = _decode_step(buf, p3, o3, x3, table, shift, peek_bits, out)
+            if (l0 == 0) | (l1 == 0) | (l2 == 0) | (l3 == 0):
+                return BAD_CODE
+            if (p0 > m0) | (p1 > m1) | (p2 > m2) | (p3 > m3):
+                return OVERRUN
+            if (o0 >= e0) | (o1 >= e1) | (o2 >= e2) | (o3 >= e3):
+                done = False
+                if o0 >= e0:
+                    if o0 != e0:
+                        return RUN_OVERFLOW
+                    if not _chunk_end_ok(buf, p0, m0):
+                        return BAD_END
+                    a0 += 1
+                    if a0 == b0:
+                        done = True
+                    else:
+                        p0, x0, e0, m0 = bit_start[a0], I(0), sym_end[a0], bit_end[a0]
+                if o1 >= e1:
+                    if o1 != e1:
+                        return RUN_OVERFLOW
+                    if not _chunk_end_ok(buf, p1, m1):
+                        return BAD_END
+                    a1 += 1
+                    if a1 == b1:
+                        done = True
+                    else:
+                        p1, x1, e1, m1 = bit_start[a1], I(0), sym_end[a1], bit_end[a1]
+                if o2 >= e2:
+                    if o2 != e2:
+                        return RUN_OVERFLOW
+                    if not _chunk_end_ok(buf, p2, m2):
+                        return BAD_END
+                    a2 += 1
+                    if a2 == b2:
+                        done = True
+                    else:
+                        p2, x2, e2, m2 = bit_start[a2], I(0), sym_end[a2], bit_end[a2]
+                if o3 >= e3:
+                    if o3 != e3:
+                        return RUN_OVERFLOW
+                    if not _chunk_end_ok(buf, p3, m3):
+                        return BAD_END
+                    a3 += 1
+                    if a3 == b3:
+                        done = True
+                    else:
+                        p3, x3, e3, m3 = bit_start[a3], I(0), sym_end[a3], bit_end[a3]
+                if done:
+                    break
+    args = (bit_start, bit_end, sym_end, table, shift, peek_bits, out)
+    status = _finish_lane(buf, a0, b0, p0, o0, x0, *args)
+    if status == OK:
+        status = _finish_lane(buf, a1, b1, p1, o1, x1, *args)
+    if status == OK:
+        status = _finish_lane(buf, a2, b2, p2, o2, x2, *args)
+    if status == OK:
+        status = _finish_lane(buf, a3, b3, p3, o3, x3, *args)
+    return status

@@ -1,0 +1,83 @@
+"""Built-in device targets for the analytical (roofline) cost model.
+
+Peak FP32 throughput and memory bandwidth are the vendors' published figures;
+``efficiency`` is the fraction of the roofline a framework sustains on
+inference and ``overhead_us`` the fixed cost of launching one operator.
+JALAD (Li et al., ICPADS 2018) modelled a TX2 at 2 TFLOP/s, a TK1 at
+300 GFLOP/s and its cloud GPU at 12 TFLOP/s; we use the datasheet FP32 figures
+instead and keep JALAD's TK1 number, which matches NVIDIA's at its clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from splitc.errors import TargetError
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    role: str  # "edge" or "cloud": the side it is normally used on
+    description: str
+    peak_flops: float  # FLOP/s, FP32
+    mem_bw: float  # bytes/s
+    efficiency: float  # sustained fraction of the roofline
+    overhead_us: float  # per-operator launch overhead
+    source: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_G, _T = 1e9, 1e12
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in [
+        # NVIDIA Jetson TX2 datasheet: 256-core Pascal @ 1.3 GHz = 665.6 GFLOP/s FP32; 128-bit LPDDR4 59.7 GB/s.
+        Target("jetson-tx2", "edge", "NVIDIA Jetson TX2 (Pascal GPU)", 665.6 * _G, 59.7 * _G, 0.35, 15.0,
+               "NVIDIA Jetson TX2 module datasheet"),
+        # NVIDIA Jetson Nano datasheet: 128-core Maxwell @ 921.6 MHz = 235.9 GFLOP/s FP32 (472 FP16); LPDDR4 25.6 GB/s.
+        Target("jetson-nano", "edge", "NVIDIA Jetson Nano (Maxwell GPU)", 235.9 * _G, 25.6 * _G, 0.35, 20.0,
+               "NVIDIA Jetson Nano module datasheet"),
+        # NVIDIA Jetson Orin Nano 8GB datasheet: 1024-core Ampere @ 625 MHz = 1.28 TFLOP/s FP32; LPDDR5 68 GB/s.
+        Target("jetson-orin-nano", "edge", "NVIDIA Jetson Orin Nano 8GB (Ampere GPU)", 1.28 * _T, 68.0 * _G, 0.4, 10.0,
+               "NVIDIA Jetson Orin Nano series datasheet"),
+        # Raspberry Pi 4: 4x Cortex-A72 @ 1.5 GHz, 2x128-bit NEON FMA = 16 FLOP/cycle/core -> 96 GFLOP/s;
+        # LPDDR4-3200 on a 32-bit bus = 12.8 GB/s.
+        Target("raspberry-pi-4", "edge", "Raspberry Pi 4 Model B (4x Cortex-A72 CPU)", 96.0 * _G, 12.8 * _G, 0.2, 5.0,
+               "Raspberry Pi 4 product brief; ARM Cortex-A72 software optimization guide"),
+        # NVIDIA Tegra K1: 192-core Kepler, 300 GFLOP/s as modelled by JALAD (NVIDIA quotes 365 @ 950 MHz);
+        # 64-bit LPDDR3 14.9 GB/s.
+        Target("tegra-k1", "edge", "NVIDIA Tegra K1 (Kepler GPU)", 300.0 * _G, 14.9 * _G, 0.35, 25.0,
+               "NVIDIA Tegra K1 whitepaper; JALAD section V"),
+        # Qualcomm Snapdragon 835: Adreno 540 @ 710 MHz = 567 GFLOP/s FP32; dual-channel LPDDR4x-1866 29.8 GB/s.
+        Target("snapdragon-835", "edge", "Qualcomm Snapdragon 835 (Adreno 540 GPU)", 567.0 * _G, 29.8 * _G, 0.25, 30.0,
+               "Qualcomm Snapdragon 835 product brief"),
+        # NVIDIA GeForce GTX 1080 Ti: 11.34 TFLOP/s FP32, 484 GB/s GDDR5X.
+        Target("gtx-1080ti", "cloud", "NVIDIA GeForce GTX 1080 Ti", 11.34 * _T, 484.0 * _G, 0.5, 8.0,
+               "NVIDIA GeForce GTX 1080 Ti specifications"),
+        # NVIDIA TITAN Xp: 12.15 TFLOP/s FP32 (JALAD's 12 TFLOP/s cloud), 547.7 GB/s.
+        Target("titan-xp", "cloud", "NVIDIA TITAN Xp (JALAD's cloud GPU class)", 12.15 * _T, 547.7 * _G, 0.5, 8.0,
+               "NVIDIA TITAN Xp specifications; JALAD section V"),
+        # NVIDIA T4: 8.1 TFLOP/s FP32, 320 GB/s GDDR6.
+        Target("t4", "cloud", "NVIDIA T4", 8.1 * _T, 320.0 * _G, 0.5, 8.0, "NVIDIA T4 datasheet"),
+        # NVIDIA A100 40GB: 19.5 TFLOP/s FP32, 1555 GB/s HBM2.
+        Target("a100", "cloud", "NVIDIA A100 40GB", 19.5 * _T, 1555.0 * _G, 0.5, 6.0, "NVIDIA A100 datasheet"),
+        # NVIDIA H100 SXM5: 67 TFLOP/s FP32, 3.35 TB/s HBM3.
+        Target("h100", "cloud", "NVIDIA H100 SXM5", 67.0 * _T, 3350.0 * _G, 0.5, 5.0, "NVIDIA H100 datasheet"),
+    ]
+}
+
+DEFAULT_EDGE = "jetson-tx2"
+DEFAULT_CLOUD = "t4"
+
+
+def get_target(name: str) -> Target:
+    """Look up a built-in target by name, with an error that lists the known ones."""
+    try:
+        return TARGETS[name]
+    except KeyError as exc:
+        known = ", ".join(TARGETS)
+        raise TargetError(f"unknown target {name!r}; known targets: {known}") from exc
