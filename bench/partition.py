@@ -171,8 +171,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"Link {BANDWIDTH * 8 / 1e6:g} Mbps, {RTT_MS:g} ms round trip; roofline costs, {EDGE} edge, {CLOUD} cloud.",
         "Times are the solve on a prepared `SplitProblem`, in ms: median (min) over the repeats; "
         "import/DCE/costing is excluded and listed separately below. Each solver's time includes building "
-        "its own flow network (for networkx: the `nx.DiGraph` and a preflow-push min-cut; both baselines "
-        "also price edge-only to account for the round trip, as splitc does).",
+        "its own flow network (for networkx: the `nx.DiGraph`, with the float capacities scaled "
+        "exactly to whole numbers, and `nx.minimum_cut`, preflow-push); both baselines also price edge-only "
+        "to account for the round trip, as splitc does.",
         f"Machine: {meta['machine']}; Python {meta['python']}, numpy {meta['numpy']}, "
         f"scipy {meta['scipy']}, networkx {meta['networkx']}.",
         "",

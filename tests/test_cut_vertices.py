@@ -14,6 +14,7 @@ import os
 import networkx as nx
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnx.parser
 import pytest
 

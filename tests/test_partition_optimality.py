@@ -266,26 +266,77 @@ def test_split_in_the_middle_of_a_chain():
 # ---------------------------------------------------------------- known limitations (see report)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "partition() assumes every node reaches a graph output (run DCE first): a dead node "
-    "before the last cut vertex is forced to the edge by the segment decomposition"))
-def test_dead_node_before_a_cut_vertex():
-    # n0 reads nothing and feeds nothing (dead): edge 9 ms, cloud 4 ms. n1 makes the output v1.
-    # Optimum: n0 on the cloud, nothing crosses, 4 ms. partition(): 9 ms (edge-only).
-    problem = _problem(edge_ms=[9, 0], cloud_ms=[4, 2], producer=[-1, 1], nbytes=[19, 26],
-                       is_output=[0, 1], consumers=[[1], []], bandwidth=1000.0, rtt_ms=3.0)
-    assert brute_force(problem)[0] == 4.0
-    assert partition(problem).best.total_ms == pytest.approx(4.0, **EXACT)
+def _dead_node_problem() -> SplitProblem:
+    """n0 reads nothing and feeds nothing (dead): edge 9 ms, cloud 4 ms; n1 makes the graph output v1.
+
+    Optimum: n0 on the cloud, n1 on the edge, nothing crosses: 4 ms.
+    """
+    return _problem(edge_ms=[9, 0], cloud_ms=[4, 2], producer=[-1, 1], nbytes=[19, 26],
+                    is_output=[0, 1], consumers=[[1], []], bandwidth=1000.0, rtt_ms=3.0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mincut._integer_capacities scales all finite capacities to sum to 2**30 and rounds: "
-    "one huge cost (1e9 ms) rounds every ms-scale cost to 0 and the min-cut picks a worse side"))
+def _huge_cost_problem() -> SplitProblem:
+    """x -> P -> p -> Q -> q (output); y -> B -> b (output). P's cloud cost is 1e9 ms (pinned to the edge).
+
+    Optimum: Q on the cloud (5 ms -> 1 ms + 0.002 ms on the wire), B on the
+    edge (0.006 ms < 0.001 ms + 0.008 ms on the wire): 2.008 ms.
+    """
+    return _problem(edge_ms=[1.0, 5.0, 0.006], cloud_ms=[1e9, 1.0, 0.001], producer=[-1, -1, 0, 1, 2],
+                    nbytes=[1000, 4, 1, 1, 4], is_output=[0, 0, 0, 1, 1], consumers=[[0], [2], [1], [], []],
+                    bandwidth=1e6, rtt_ms=0.0)
+
+
+def test_oracles_on_the_known_limitations():
+    dead = _dead_node_problem()
+    assert brute_force(dead)[0] == pytest.approx(4.0, **EXACT)
+    assert evaluate(dead, whole_graph_networkx(dead)).total_ms == pytest.approx(4.0, **EXACT)
+    huge = _huge_cost_problem()
+    assert brute_force(huge)[0] == pytest.approx(2.008, **EXACT)
+    assert evaluate(huge, whole_graph_networkx(huge)).total_ms == pytest.approx(2.008, **EXACT)
+
+
+def test_dead_node_is_rejected():
+    """partition() needs dead-code-free problems (splitc.compile runs DCE): it says so."""
+    with pytest.raises(ValueError, match="reaches no graph output; run dead-code elimination first"):
+        partition(_dead_node_problem())
+
+
 def test_huge_cost_does_not_drown_small_ones():
-    # x -> P (cloud 1e9 ms: effectively pinned to the edge) -> p -> Q -> q (output); y -> B -> b (output).
-    problem = _problem(edge_ms=[1.0, 5.0, 0.006], cloud_ms=[1e9, 1.0, 0.001], producer=[-1, -1, 0, 1, 2],
-                       nbytes=[1000, 4, 1, 1, 4], is_output=[0, 0, 0, 1, 1], consumers=[[0], [2], [1], [], []],
-                       bandwidth=1e6, rtt_ms=0.0)
-    assert brute_force(problem)[0] == pytest.approx(2.008, **EXACT)
-    assert evaluate(problem, whole_graph_networkx(problem)).total_ms == pytest.approx(2.008, **EXACT)
-    assert partition(problem).best.total_ms == pytest.approx(2.008, **EXACT)  # gets 2.011
+    assert partition(_huge_cost_problem()).best.total_ms == pytest.approx(2.008, **EXACT)
+
+
+def test_real_model_sweep_covers_every_kind():
+    """The real-model sweep above is not only edge-only: it meets splits and cloud-only too."""
+    kinds = set()
+    for name in ["light_bvlc_alexnet", "light_squeezenet", "light_resnet50", "resnet_blocks", "two_in_two_out"]:
+        graph = _load(name)
+        for edge in ["jetson-tx2", "raspberry-pi-4"]:
+            costs = annotate_costs(graph, cost_model_for(edge), cost_model_for("t4"))
+            base = problem_from_graph(graph, costs, BANDWIDTHS[0], 0.0)
+            kinds |= {partition(base.with_link(b, r)).best.kind for b, r in itertools.product(BANDWIDTHS, RTTS)}
+    assert kinds == {"edge-only", "cloud-only", "split"}
+
+
+def test_differences_below_the_integer_resolution_are_solved_exactly(monkeypatch):
+    """Costs that differ by less than the int32 max-flow's resolution: the certified re-solve finds the optimum.
+
+    With the certification threshold at zero every uncertain segment is re-solved exactly.
+    """
+    from splitc.passes import mincut
+
+    monkeypatch.setattr(mincut, "_CERTIFY", 0.0)
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        problem = random_dag_problem(rng, 12, float_costs=True, bandwidth=1e9)
+        problem.edge_ms = 1000.0 + rng.random(problem.num_nodes) * 1e-6
+        problem.cloud_ms = 1000.0 + rng.random(problem.num_nodes) * 1e-6
+        best, _ = brute_force(problem)
+        assert partition(problem).best.total_ms == pytest.approx(best, rel=1e-12, abs=1e-12)
+
+
+def test_non_finite_costs_are_rejected():
+    problem = random_dag_problem(np.random.default_rng(1), 6)
+    problem.cloud_ms = problem.cloud_ms.astype(float)
+    problem.cloud_ms[0] = np.inf
+    with pytest.raises(ValueError, match="must be finite"):
+        partition(problem)

@@ -10,7 +10,7 @@ import numpy as np
 from splitc.errors import CutError
 from splitc.passes.cut_vertices import find_cut_vertices
 from splitc.passes.mincut import SegmentSolution, solve_segments
-from splitc.passes.problem import SplitProblem, evaluate
+from splitc.passes.problem import SplitProblem, dead_nodes, evaluate
 
 
 @dataclass
@@ -108,13 +108,20 @@ class PartitionResult:
 
 
 def partition(problem: SplitProblem) -> PartitionResult:
-    """The exact minimum of edge + transfer + cloud time over all valid assignments."""
+    """The exact minimum of edge + transfer + cloud time over all valid assignments.
+
+    Every node must reach a graph output: run dead-code elimination first.
+    """
     start = time.perf_counter()
+    dead = dead_nodes(problem)
+    if len(dead):
+        names = problem.node_names or [str(i) for i in range(problem.num_nodes)]
+        raise ValueError(f"node {names[dead[0]]!r} reaches no graph output; run dead-code elimination first")
     cuts = find_cut_vertices(problem)
     solution = solve_segments(problem, cuts)
     best_j = int(np.argmin(solution.totals))
     on_cloud = solution.assignment(best_j)
-    edge_only_ms = float(problem.edge_ms.sum())
+    edge_only_ms = evaluate(problem, np.zeros(problem.num_nodes, dtype=bool)).total_ms
     if edge_only_ms <= solution.totals[best_j]:
         on_cloud = np.zeros(problem.num_nodes, dtype=bool)
     solve_ms = (time.perf_counter() - start) * 1e3

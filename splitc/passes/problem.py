@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import breadth_first_order
 
 from splitc.ir.graph import Graph
 from splitc.passes.cost import CostTable
@@ -29,6 +31,9 @@ class SplitProblem:
     rtt_ms: float = 0.0
     node_names: list[str] | None = None
     value_names: list[str] | None = None
+    # Optional measured times, NaN where unknown (read at cut vertices; see splitc.profiling.segments):
+    edge_prefix_ms: np.ndarray | None = None  # (m,) edge latency of everything value x depends on
+    cloud_suffix_ms: np.ndarray | None = None  # (m,) cloud latency of everything that depends on x
 
     @property
     def num_nodes(self) -> int:
@@ -93,15 +98,35 @@ def evaluate(problem: SplitProblem, on_cloud: np.ndarray) -> Breakdown:
     down_bytes = int(problem.nbytes[down].sum())
     crossing = len(up) + len(down) > 0
     transfer = (problem.rtt_ms if crossing else 0.0) + (up_bytes + down_bytes) / problem.bandwidth * 1e3
+    edge_ms, cloud_ms = float(problem.edge_ms[~on_cloud].sum()), float(problem.cloud_ms[on_cloud].sum())
+    if problem.edge_prefix_ms is not None or problem.cloud_suffix_ms is not None:
+        from splitc.profiling.segments import measured_sides
+
+        edge_ms, cloud_ms = measured_sides(problem, on_cloud)
     return Breakdown(
-        edge_ms=float(problem.edge_ms[~on_cloud].sum()),
+        edge_ms=edge_ms,
         transfer_ms=float(transfer),
-        cloud_ms=float(problem.cloud_ms[on_cloud].sum()),
+        cloud_ms=cloud_ms,
         up_values=up,
         down_values=down,
         up_bytes=up_bytes,
         down_bytes=down_bytes,
     )
+
+
+def dead_nodes(problem: SplitProblem) -> np.ndarray:
+    """Nodes from which no graph output can be reached (dead-code elimination removes them)."""
+    n = problem.num_nodes
+    value = problem.value_of_consumer_edge()
+    has_prod = problem.producer[value] >= 0
+    made_output = problem.is_output & (problem.producer >= 0)
+    sink = n
+    rows = np.concatenate([problem.cons_idx[has_prod], np.full(int(made_output.sum()), sink)])
+    cols = np.concatenate([problem.producer[value[has_prod]], problem.producer[made_output]])
+    graph = sp.csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n + 1, n + 1))
+    live = np.zeros(n + 1, dtype=bool)
+    live[breadth_first_order(graph, sink, directed=True, return_predecessors=False)] = True
+    return np.flatnonzero(~live[:n])
 
 
 def problem_from_graph(graph: Graph, costs: CostTable, bandwidth: float, rtt_ms: float) -> SplitProblem:
