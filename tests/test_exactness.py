@@ -31,7 +31,10 @@ def check_all_cuts(model: onnx.ModelProto | str, analysis: splitc.Analysis) -> i
     expected = run_model(proto, feeds)
     sendable = [t for t in analysis.result.cut_vertices if analysis.graph.values[t].consumers]
     candidates = [c.cut_values for c in analysis.result.candidates() if c.cut_values]
-    cuts = [None, [], *[[t] for t in sendable], *candidates]
+    cuts = [None, []]
+    for cut in [*[[t] for t in sendable], *candidates]:
+        if sorted(cut) not in [sorted(c) for c in cuts[1:]]:
+            cuts.append(cut)
     for cut in cuts:
         split = analysis.split(cut)
         got = stitched(split, feeds)
