@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import onnx
 
 from splitc.backends import onnx_backend as emit
-from splitc.backends.manifest import build_manifest
+from splitc.backends.manifest import build_manifest, codebook_files
 from splitc.backends.output import write_directory
 from splitc.frontend import import_model
 from splitc.ir.graph import Graph
@@ -18,7 +18,10 @@ from splitc.passes.base import PassManager
 from splitc.passes.cost import CostModel, annotate_costs, cost_model_for
 from splitc.passes.dce import DeadCodeElimination
 from splitc.passes.partition import Partition, PartitionResult, forced_partition, partition
+from splitc.passes import qdq
 from splitc.passes.problem import problem_from_graph
+from splitc.profiling.costmodel import attach_measured
+from splitc.joint import Choice, EncodingOptions, choose
 from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE
 from splitc.units import parse_bandwidth, parse_time_ms
 
@@ -35,6 +38,7 @@ class CompiledSplit:
     plan: dict
     edge_model: onnx.ModelProto
     cloud_model: onnx.ModelProto | None
+    files: dict[str, bytes] = field(default_factory=dict)  # codebooks, calibration tables
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``edge.onnx``, ``cloud.onnx`` (unless edge-only) and ``plan.json`` atomically."""
@@ -43,6 +47,9 @@ class CompiledSplit:
             emit.save_half(self.edge_model, tmp / "edge.onnx")
             if self.cloud_model is not None:
                 emit.save_half(self.cloud_model, tmp / "cloud.onnx")
+            for name, data in self.files.items():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_bytes(data)
             (tmp / "plan.json").write_text(json.dumps(self.plan, indent=2) + "\n")
 
         return write_directory(out_dir, fill)
@@ -66,11 +73,17 @@ class Analysis:
     result: PartitionResult
     models: tuple[CostModel, CostModel]
 
-    def split(self, cut: list[str] | None = None, alternatives: int = 5) -> CompiledSplit:
-        """The optimal split, or the one that sends exactly ``cut`` (``[]``: edge-only)."""
+    def split(self, cut: list[str] | None = None, alternatives: int = 5, choice: Choice | None = None) -> CompiledSplit:
+        """The optimal split, or the one that sends exactly ``cut`` (``[]``: edge-only).
+
+        With a ``choice`` (from ``splitc.joint.choose``) its cut is emitted with
+        the quantize/dequantize nodes of its encodings.
+        """
+        if choice is not None:
+            cut = list(choice.option.cut)
         part = self.result.best if cut is None else forced_partition(self.problem, cut)
         link = (self.problem.bandwidth, self.problem.rtt_ms)
-        return _assemble(self.graph, part, self.result, self.costs, self.models, link, alternatives, cut)
+        return _assemble(self.graph, part, self.result, self.costs, self.models, link, alternatives, cut, choice)
 
 
 def analyse(
@@ -91,6 +104,7 @@ def analyse(
     step("estimating costs")
     costs = annotate_costs(graph, *models)
     problem = problem_from_graph(graph, costs, bandwidth_bps, rtt_ms)
+    problem = attach_measured(problem, *models)  # measured prefix/suffix times of a profile
     step("partitioning")
     return Analysis(graph, costs, problem, partition(problem), models)
 
@@ -105,19 +119,41 @@ def compile(
     cut: list[str] | None = None,
     alternatives: int = 5,
     progress: Progress | None = None,
+    bits: str | int = "auto",
+    codec: str = "huffman",
+    calib: str | Path | None = None,
+    max_drop: float = 0.01,
+    metric: str = "auto",
+    per_channel: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> CompiledSplit:
     """Split ``model`` between an edge device and a cloud server.
 
-    ``target`` and ``cloud`` name built-in devices (``splitc targets``) or
-    pass a cost model. ``bandwidth`` is bytes/s or a string such as
+    ``target`` and ``cloud`` name built-in devices (``splitc targets``), give
+    a measured profile (a path ending in ``.json``, from ``splitc profile``)
+    or pass a cost model. ``bandwidth`` is bytes/s or a string such as
     ``"5Mbps"``; ``rtt`` is ms or a string such as ``"20ms"``. ``cut`` forces
     the tensors to send (``[]`` for edge-only) instead of the optimum.
+
+    ``bits`` is the width the cut tensor is quantized to (1..8, 16 or 32 for
+    raw float32) or ``"auto"``: then the cut and the width are chosen together
+    so that the accuracy drop measured on ``calib`` (an ``.npz`` keyed by input
+    names, optionally with ``labels``) stays within ``max_drop`` (a fraction).
+    ``codec`` is ``"huffman"`` or ``"none"``; ``cache_dir`` holds an earlier
+    output whose calibration tables may be reused.
     """
     analysis = analyse(model, target, cloud, bandwidth, rtt, input_shapes, progress)
-    (progress or (lambda _stage: None))("emitting the halves")
-    return analysis.split(cut, alternatives)
+    step = progress or (lambda _stage: None)
+    options = EncodingOptions(bits, codec, max_drop, calib, metric, per_channel,
+                              Path(cache_dir) if cache_dir else None)
+    choice = None
+    if bits != 32 or calib is not None:
+        choice = choose(analysis, options, cut, progress)
+    step("emitting the halves")
+    return analysis.split(cut, alternatives, choice)
 
-def _assemble(graph, part, result, costs, models, link, alternatives, cut) -> CompiledSplit:
+
+def _assemble(graph, part, result, costs, models, link, alternatives, cut, choice=None) -> CompiledSplit:
     edge_model, cloud_model = models
     edge_spec = emit.edge_spec(graph, part.edge_nodes, part.cut_values)
     edge_half = emit.emit_half(graph, edge_spec, f"{graph.name}_edge")
@@ -125,14 +161,19 @@ def _assemble(graph, part, result, costs, models, link, alternatives, cut) -> Co
     if part.cloud_nodes:
         cloud_spec = emit.cloud_spec(part.cloud_nodes, part.cut_values, part.returned_values)
         cloud_half = emit.emit_half(graph, cloud_spec, f"{graph.name}_cloud")
+    encodings = [e for e in (choice.encodings if choice else []) if e.bits != 32]
+    if encodings:
+        outputs = {t for t in part.cut_values if graph.values[t].is_graph_output}
+        qdq.insert_quantize(edge_half, encodings, keep=outputs)
+        qdq.insert_dequantize(cloud_half, encodings)
     for half in (edge_half, cloud_half):
         if half is not None:
             emit.check_half(half)
     plan = build_manifest(
         graph=graph,
         part=part,
-        edge=(edge_spec, edge_model.name, edge_model.describe()),
-        cloud=(cloud_spec, cloud_model.name, cloud_model.describe()) if cloud_spec else None,
+        edge=(edge_half, edge_model.name, edge_model.describe()),
+        cloud=(cloud_half, cloud_model.name, cloud_model.describe()) if cloud_half else None,
         costs=costs,
         link={"bandwidth_Bps": link[0], "bandwidth_bps": link[0] * 8, "rtt_ms": link[1]},
         baselines={"edge_only_ms": result.edge_only.total_ms, "cloud_only_ms": result.cloud_only.total_ms,
@@ -142,5 +183,16 @@ def _assemble(graph, part, result, costs, models, link, alternatives, cut) -> Co
         solve_ms=result.solve_ms,
         forced=cut is not None,
         cloud_target=cloud_model.name,
+        choice=choice,
     )
-    return CompiledSplit(graph, part, result, plan, edge_half, cloud_half)
+    return CompiledSplit(graph, part, result, plan, edge_half, cloud_half, _files(choice))
+
+
+def _files(choice: Choice | None) -> dict[str, bytes]:
+    """Codebooks and the calibration table, saved beside the halves."""
+    if choice is None:
+        return {}
+    files = {f"codebooks/{name}": book.to_bytes() for name, book in codebook_files(choice).items()}
+    if choice.table is not None:
+        files["calibration.json"] = (json.dumps(choice.table.to_json(), indent=1) + "\n").encode()
+    return files

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 
 from splitc.errors import SplitcError
-from splitc.units import parse_shape
+from splitc.units import parse_fraction, parse_shape
 
 app = typer.Typer(
     add_completion=False,
@@ -24,11 +25,20 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
-COMMANDS = {"compile", "inspect", "targets", "run"}
+COMMANDS = {"compile", "inspect", "targets", "run", "profile"}
 
 
 def _shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
     return dict(parse_shape(spec) for spec in specs or [])
+
+
+def _bits(text: str) -> str | int:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise SplitcError(f"--bits must be auto, 1..8, 16 or 32, not {text!r}") from exc
 
 
 def _cut(text: str | None) -> list[str] | None:
@@ -54,19 +64,36 @@ def compile_command(
     ),
     out: Path = typer.Option(Path("out"), "--output", "-o", help="Output directory (replaced atomically)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan summary as JSON instead of tables."),
+    bits: str = typer.Option("auto", "--bits", help="Bits per element of the cut tensor: auto, 1..8, 16 or 32 (raw)."),
+    codec: str = typer.Option("huffman", "--codec", help="Entropy coder for quantized cuts: huffman or none."),
+    calib: Optional[Path] = typer.Option(
+        None, "--calib", help="Calibration data: .npz keyed by input names, optionally with 'labels'."
+    ),
+    max_drop: str = typer.Option("1%", "--max-drop", help="Largest accepted accuracy drop: 1% or 0.01."),
+    metric: str = typer.Option("auto", "--metric", help="Accuracy metric: auto, top1 (classifiers) or rel-l2."),
+    per_channel: bool = typer.Option(False, "--per-channel", help="Quantize with a min/max per channel."),
 ) -> None:
     """Split MODEL between an edge device and the cloud and write the halves to -o."""
     from splitc.api import compile as compile_model
     from splitc.report import compile_summary, print_compile_report
 
     quiet = as_json or not console.is_terminal
-    with _progress(quiet) as step:
+    with _progress(quiet) as step, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
         split = compile_model(
             model, target=target, cloud=cloud, bandwidth=bw, rtt=rtt,
             input_shapes=_shapes(input_shape), cut=_cut(cut), progress=step,
+            bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop), metric=metric,
+            per_channel=per_channel, cache_dir=out if out.is_dir() else None,
         )
         step("writing the output directory")
         split.save(out)
+    for warning in caught:
+        errors.print(f"[yellow]warning:[/] {warning.message}", highlight=False, soft_wrap=True)
+    from splitc.profiling.command import cost_warnings
+
+    for line in cost_warnings(split.plan):
+        errors.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps(compile_summary(split, out), indent=2))
     else:
@@ -120,6 +147,31 @@ def run_command(
 
         np.savez(save, **outputs)
     print_outputs(console, outputs)
+
+
+@app.command("profile")
+def profile_command(
+    model: Path = typer.Argument(..., help="The ONNX model to measure on this machine."),
+    out: Path = typer.Option(..., "--output", "-o", help="The profile to write (a .json file)."),
+    runs: int = typer.Option(50, "--runs", help="Timed runs per measurement (medians and p10/p90 over them)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed runs before each measurement."),
+    threads: int = typer.Option(0, "--threads", help="onnxruntime intra-op threads (0: its default; 1 is steadiest)."),
+    input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", help="NAME=1x3x224x224 (repeatable)."),
+    provider: str = typer.Option("CPUExecutionProvider", "--provider", help="onnxruntime execution provider."),
+    name: Optional[str] = typer.Option(None, "--name", help="Device name recorded in the profile (default: file stem)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Measure MODEL with onnxruntime here; --target/--cloud accept the profile it writes."""
+    from splitc.profiling.command import run_profile
+
+    quiet = as_json or not errors.is_terminal
+    summary = run_profile(model, out, runs, threads, warmup, _shapes(input_shape), provider, name, errors, quiet)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(f"profiled [bold]{summary['model']}[/]: {summary['nodes']} nodes, {summary['cut_vertices']} "
+                      f"cut vertices, whole model {summary['whole_model_ms']:.3f} ms on {summary['cpu']} "
+                      f"({summary['matmul_gflops']:.1f} GFLOP/s, {summary['copy_gbps']:.1f} GB/s); wrote [green]{out}[/]")
 
 
 class _progress:

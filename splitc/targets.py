@@ -67,6 +67,12 @@ TARGETS: dict[str, Target] = {
         Target("a100", "cloud", "NVIDIA A100 40GB", 19.5 * _T, 1555.0 * _G, 0.5, 6.0, "NVIDIA A100 datasheet"),
         # NVIDIA H100 SXM5: 67 TFLOP/s FP32, 3.35 TB/s HBM3.
         Target("h100", "cloud", "NVIDIA H100 SXM5", 67.0 * _T, 3350.0 * _G, 0.5, 5.0, "NVIDIA H100 datasheet"),
+        # host: the 2-vCPU AMD EPYC (Zen 4) VM splitc is developed on, one onnxruntime thread. A VM slice has no
+        # datasheet: peak and bandwidth are the achieved single-thread numpy matmul GFLOP/s and copy GB/s (Zen 4's
+        # 32 FP32 FLOP/cycle at the 2.6 GHz TSC clock would be 83 GFLOP/s per core), efficiency and overhead the
+        # overall fit; bench/calibrate_host.py measures them into splitc/data/host_calibration.json, which wins.
+        Target("host", "edge", "this machine: AMD EPYC VM, 1 onnxruntime thread (calibrated)", 93.45 * _G,
+               18.74 * _G, 1.02, 0.086, "bench/calibrate_host.py (splitc/data/host_calibration.json)"),
     ]
 }
 

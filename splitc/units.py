@@ -63,3 +63,17 @@ def format_bandwidth(bytes_per_s: float) -> str:
         if bits >= scale:
             return f"{bits / scale:g} {unit}"
     return f"{bits:g} bps"
+
+
+def parse_fraction(text: str | float) -> float:
+    """Parse ``1%`` or ``0.01`` into a fraction."""
+    if not isinstance(text, str):
+        return float(text)
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError as exc:
+        raise ParseError(f"bad fraction {text!r}: expected a percentage such as 1% or a number such as 0.01") from exc
+    if not 0.0 <= value <= 1.0:
+        raise ParseError(f"bad fraction {text!r}: it must be between 0% and 100%")
+    return value

@@ -84,7 +84,7 @@ def test_edge_only_and_cloud_only(resnet, tmp_out: Path) -> None:
 
 
 def test_plan_manifest_reproduces_the_optimum(resnet, tmp_out: Path) -> None:
-    split = splitc.compile(resnet, target="raspberry-pi-4", bandwidth="100Mbps", rtt="5ms")
+    split = splitc.compile(resnet, target="raspberry-pi-4", bandwidth="100Mbps", rtt="5ms", bits=32)
     split.save(tmp_out)
     plan = json.loads((tmp_out / "plan.json").read_text())
     assert plan["schema"] == "splitc.plan/1"

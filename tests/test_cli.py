@@ -31,7 +31,7 @@ def model_path(tmp_path_factory) -> Path:
 
 def test_documented_command_end_to_end(model_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = splitc_cli(str(model_path), "--target", "jetson-tx2", "--bw", "5Mbps", "-o", str(out))
+    result = splitc_cli(str(model_path), "--target", "jetson-tx2", "--bw", "5Mbps", "--bits", "32", "-o", str(out))
     assert result.returncode == 0, result.stderr
     plan = json.loads((out / "plan.json").read_text())
     assert plan["link"]["bandwidth_bps"] == pytest.approx(5e6)
@@ -47,7 +47,8 @@ def test_documented_command_end_to_end(model_path: Path, tmp_path: Path) -> None
 
 def test_compile_subcommand_json_and_forced_cut(model_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = splitc_cli("compile", str(model_path), "--cut", "block2/relu", "--rtt", "5ms", "--json", "-o", str(out))
+    result = splitc_cli("compile", str(model_path), "--cut", "block2/relu", "--rtt", "5ms", "--bits", "32", "--json",
+                        "-o", str(out))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["cut"] == ["block2/relu"] and summary["kind"] == "split"

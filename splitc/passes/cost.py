@@ -7,6 +7,7 @@ touching it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,10 +45,19 @@ class RooflineCostModel:
         return {"kind": "roofline", "target": self.target.to_dict()}
 
 
-def cost_model_for(spec: str | CostModel) -> CostModel:
-    """Resolve a target name (or pass a cost model through)."""
+def cost_model_for(spec: str | os.PathLike | CostModel) -> CostModel:
+    """Resolve a target name or a measured profile (a path ending in .json), or pass a cost model through.
+
+    Built-in targets get the roofline calibrated per op type on the ``host``
+    machine (``splitc/data/host_calibration.json``).
+    """
+    from splitc.profiling.costmodel import is_profile_path, load_cost_model
+    from splitc.profiling.roofline import roofline_for
+
+    if is_profile_path(spec):
+        return load_cost_model(spec)
     if isinstance(spec, str):
-        return RooflineCostModel(get_target(spec))
+        return roofline_for(get_target(spec))
     return spec
 
 
@@ -70,6 +80,9 @@ class CostTable:
 
 def annotate_costs(graph: Graph, edge: CostModel, cloud: CostModel) -> CostTable:
     """Predict every data node's latency on both sides."""
+    for model in (edge, cloud):
+        if hasattr(model, "bind"):  # a measured profile checks that it belongs to this model
+            model.bind(graph)
     nodes = graph.data_nodes
     return CostTable(
         node_names=[n.name for n in nodes],

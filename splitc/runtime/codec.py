@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 __all__ = [
     "MAGIC",
     "VERSION",
+    "HEADER_SIZE",
     "MAX_ELEMENTS",
     "DEFAULT_MAX_ELEMENTS",
     "DEFAULT_CHUNK_LOG2",
@@ -77,6 +78,9 @@ MAX_NDIM = 16
 MAX_ELEMENTS = 2**31 - 1  # format limit: fits a signed 32-bit index
 DEFAULT_MAX_ELEMENTS = 2**28  # decoder default: at most 256 Mi symbols unless raised
 DEFAULT_CHUNK_LOG2 = 13  # 8192 symbols per chunk
+# Longest code the encoder makes (the format allows 15): 12 keeps the decoder's
+# lookup tables (2 x 2**12 entries) in the L1 cache, for < 1% larger payloads.
+ENCODE_MAX_CODE_LEN = 12
 
 MODE_RAW, MODE_CONSTANT, MODE_EMBEDDED, MODE_STATIC = 0, 1, 2, 3
 MODE_NAMES = {MODE_RAW: "raw", MODE_CONSTANT: "constant", MODE_EMBEDDED: "embedded", MODE_STATIC: "static"}
@@ -85,7 +89,18 @@ DTYPES = ("float32", "float16", "bfloat16", "float64")
 QUANT_BITS = tuple(range(1, 9))
 RAW_BITS = (16, 32)
 
-_FIXED = struct.Struct("<4sBBBBIBBBB")  # magic .. chunk_log2: 16 bytes
+_FIXED = struct.Struct("<4sBBBBIBBBBB3s")  # magic .. reserved: 20 bytes
+HEADER_SIZE = _FIXED.size
+FILTER_NONE, FILTER_DELTA = 0, 1
+FILTER_NAMES = {FILTER_NONE: "none", FILTER_DELTA: "delta"}
+# The encoder compares the order-0 entropy of a sample of the symbol deltas to
+# that of the symbols: below DELTA_TRY_RATIO it codes both ways and keeps the
+# smaller; below DELTA_ONLY_RATIO it sends deltas only (dense, smooth tensors).
+# When no symbol (nor delta) reaches DENSE_SHARE of the sample, runs hardly
+# matter and the smaller entropy decides alone.
+DELTA_TRY_RATIO = 0.97
+DELTA_ONLY_RATIO = 0.8
+DENSE_SHARE = 0.3
 
 
 # ----------------------------------------------------------------------------- errors
@@ -130,7 +145,7 @@ class CorruptPayload(CodecError):
 _KERNEL_ERRORS = {
     1: "a bit pattern that is no code",
     2: "a chunk's codes run past the chunk's length",
-    3: "a run goes past the end of its chunk",
+    3: "a bit pattern that is no code, or a run past the end of its chunk",
     4: "a chunk has trailing bytes or non-zero padding bits",
 }
 
@@ -304,7 +319,8 @@ class Codebook:
             raise InvalidCodebook(f"dominant symbol {dominant} is out of range for {bits} bits")
         if self.lengths_a.shape != (size_a,) or self.lengths_b.shape != (size_b,):
             raise InvalidCodebook(f"a {bits}-bit codebook needs {size_a} + {size_b} code lengths")
-        if self.lengths_a.min() < 0 or max(self.lengths_a.max(), self.lengths_b.max()) > hf.MAX_CODE_LEN:
+        both = np.concatenate([self.lengths_a, self.lengths_b])
+        if both.min() < 0 or both.max() > hf.MAX_CODE_LEN:
             raise InvalidCodebook(f"code lengths must be 0..{hf.MAX_CODE_LEN}")
         _check_lengths(self.lengths_a, self.lengths_b, self.bits, self.dominant)
         body = bytes([self.bits, self.dominant]) + self.nibbles()
@@ -325,7 +341,7 @@ class Codebook:
 
         The dominant symbol is the most frequent one overall. Token counts get
         add-one smoothing, so every token that can occur has a code; code
-        lengths are limited to 15 bits.
+        lengths are limited to ``ENCODE_MAX_CODE_LEN`` (12) bits.
         """
         _check_quant_bits(bits)
         samples = [_flat_symbols(s, bits) for s in samples]
@@ -339,8 +355,8 @@ class Codebook:
         counts += 1
         counts[dominant] = 0
         counts[size_a + dominant] = 0
-        len_a = hf.huffman_lengths(counts[:size_a], hf.MAX_CODE_LEN)
-        len_b = hf.huffman_lengths(counts[size_a:], hf.MAX_CODE_LEN)
+        len_a = hf.huffman_lengths(counts[:size_a], ENCODE_MAX_CODE_LEN)
+        len_b = hf.huffman_lengths(counts[size_a:], ENCODE_MAX_CODE_LEN)
         return cls(bits, dominant, len_a, len_b)
 
     def to_bytes(self) -> bytes:
@@ -395,6 +411,7 @@ class Meta:
     ``mode`` is ``"raw"`` (bits 16/32), ``"constant"``, ``"embedded"`` (code
     lengths in the frame) or ``"static"`` (codebook ``codebook_id``). ``lo, hi``
     are floats, or float32 arrays when ``per_channel_axis`` is set; None for raw.
+    ``filter`` is ``"delta"`` when the symbols were sent as differences.
     """
 
     bits: int
@@ -407,6 +424,7 @@ class Meta:
     codebook_id: int | None = None
     dominant: int = 0
     chunk_log2: int = 0
+    filter: str = "none"
     payload_bytes: int = 0
 
 
@@ -451,7 +469,7 @@ def encode(
         raise ValueError(f"codebook must be a Codebook for {bits} bits")
     head = (bits, dtype, shape, axis, scales)
     if flat.size == 0:
-        return _frame(head, MODE_CONSTANT, 0, 0, b"", b"", b"")
+        return _frame(head, MODE_CONSTANT, 0, 0, FILTER_NONE, b"", b"", b"")
     return _encode_huffman(flat, head, codebook, chunk_log2)
 
 
@@ -468,7 +486,7 @@ def _encode_raw(x, bits, shape, dtype):
     shape = tuple(arr.shape) if shape is None else tuple(int(d) for d in shape)
     _check_shape(shape, arr.size)
     head = (bits, dtype, shape, PER_TENSOR, b"")
-    return _frame(head, MODE_RAW, 0, 0, b"", b"", np.ascontiguousarray(arr).tobytes())
+    return _frame(head, MODE_RAW, 0, 0, FILTER_NONE, b"", b"", np.ascontiguousarray(arr).tobytes())
 
 
 def _symbols_and_shape(q, bits, shape):
@@ -523,7 +541,7 @@ def _scales_bytes(lo, hi, shape, per_channel_axis):
     return axis, values.astype("<f4").tobytes()
 
 
-def _token_counts(flat, bits, dominant, chunk, skip_runs=False):
+def _token_counts(flat, bits, dominant, chunk, skip_runs=False, scratch="tok"):
     """Token histogram (context A then B), the tokens and the token count after each chunk.
 
     ``skip_runs`` only picks the faster numba loop for sparse tensors.
@@ -531,7 +549,7 @@ def _token_counts(flat, bits, dominant, chunk, skip_runs=False):
     size_a, size_b = hf.alphabet_sizes(bits)
     n_lit = 1 << bits
     if _kernels is codec_numba:
-        tok = _buffer("tok", flat.size + 2, np.uint32)
+        tok = _buffer(scratch, flat.size + 2, np.uint32)
         tok_end = np.empty((flat.size + chunk - 1) // chunk, np.int64)
         ntok, seen = codec_numba.tokenize(flat, dominant, n_lit, size_a, chunk, hf.RUN_TOKENS, tok, tok_end, skip_runs)
         tok = tok[:ntok]
@@ -544,42 +562,72 @@ def _token_counts(flat, bits, dominant, chunk, skip_runs=False):
     return counts, tok, tok_end
 
 
-def _sample_histogram(flat):
-    """Histogram of about 16k evenly spaced symbols (picks the dominant symbol)."""
-    return _kernels.sample_histogram(flat, max(1, flat.size >> 14))
+def _entropy(hist):
+    p = hist[hist > 0] / max(1, hist.sum())
+    return float(-(p * np.log2(p)).sum())
+
+
+def _delta(flat, bits):
+    """The delta filter: ``t[0] = q[0]``, ``t[i] = (q[i] - q[i-1]) mod 2**bits``."""
+    out = _buffer("delta", flat.size, np.uint8)[: flat.size]
+    out[0] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=out[1:])
+    np.bitwise_and(out, (1 << bits) - 1, out=out)
+    return out
+
+
+class _Option:
+    """One way to code a message: filter, token stream and code lengths, and its cost in bits."""
+
+    def __init__(self, filt, dominant, counts, tok, tok_end, bits, codebook=None):
+        size_a = hf.alphabet_sizes(bits)[0]
+        self.filter, self.dominant, self.tok, self.tok_end = filt, dominant, tok, tok_end
+        extra = int(np.dot(counts[1 << bits : size_a], hf.RUN_EXTRA))
+        if codebook is None:
+            self.mode = MODE_EMBEDDED
+            self.len_a = hf.huffman_lengths(counts[:size_a], ENCODE_MAX_CODE_LEN)
+            self.len_b = hf.huffman_lengths(counts[size_a:], ENCODE_MAX_CODE_LEN)
+            self.code_section = _pack_nibbles(np.concatenate([self.len_a, self.len_b]).astype(np.uint8))
+        else:
+            self.mode = MODE_STATIC
+            self.len_a, self.len_b = codebook.lengths_a, codebook.lengths_b
+            self.code_section = struct.pack("<I", codebook.id)
+        lengths = np.concatenate([self.len_a, self.len_b])
+        usable = not np.any((counts > 0) & (lengths == 0))
+        code_bits = hf.cost_bits(counts, lengths) + extra + 8 * len(self.code_section)
+        self.cost = code_bits if usable else float("inf")
 
 
 def _encode_huffman(flat, head, codebook, chunk_log2):
     bits = head[0]
-    size_a, size_b = hf.alphabet_sizes(bits)
-    hist = _sample_histogram(flat)
-    dominant = codebook.dominant if codebook is not None else int(np.argmax(hist[: 1 << bits]))
-    sparse = hist[dominant] > 0.75 * hist.sum()
-    counts, tok, tok_end = _token_counts(flat, bits, dominant, 1 << chunk_log2, sparse)
-    if not counts[: 1 << bits].any() and not counts[size_a:].any():
-        return _frame(head, MODE_CONSTANT, dominant, 0, b"", b"", b"")
-    len_a = hf.huffman_lengths(counts[:size_a], hf.MAX_CODE_LEN)
-    len_b = hf.huffman_lengths(counts[size_a:], hf.MAX_CODE_LEN)
-    mode, code_section = MODE_EMBEDDED, None
-    if codebook is not None and _static_is_smaller(counts, len_a, len_b, codebook):
-        mode, len_a, len_b = MODE_STATIC, codebook.lengths_a, codebook.lengths_b
-        code_section = struct.pack("<I", codebook.id)
-    if code_section is None:
-        code_section = _pack_nibbles(np.concatenate([len_a, len_b]).astype(np.uint8))
-    table = hf.encode_table(len_a, len_b)
-    payload, ends = _emit(tok, tok_end, table)
+    chunk = 1 << chunk_log2
+    hist, delta_hist = _kernels.sample_histograms(flat, max(1, flat.size >> 13), (1 << bits) - 1)
+    sample_bits = _entropy(hist)
+    ratio = _entropy(delta_hist) / sample_bits if sample_bits > 0 else float("inf")
+    dense = max(hist.max(), delta_hist.max()) < DENSE_SHARE * hist.sum()
+    if dense:  # runs hardly matter: the order-0 entropies decide alone
+        ratio = 0.0 if ratio < 1.0 else float("inf")
+    options = []
+    if ratio >= DELTA_ONLY_RATIO:
+        dominant = codebook.dominant if codebook is not None else int(np.argmax(hist))
+        sparse = hist[dominant] > 0.75 * hist.sum()
+        counts, tok, tok_end = _token_counts(flat, bits, dominant, chunk, sparse)
+        if not counts[: 1 << bits].any() and not counts[hf.alphabet_sizes(bits)[0] :].any():
+            return _frame(head, MODE_CONSTANT, dominant, 0, FILTER_NONE, b"", b"", b"")
+        options.append(_Option(FILTER_NONE, dominant, counts, tok, tok_end, bits))
+        if codebook is not None:
+            options.append(_Option(FILTER_NONE, dominant, counts, tok, tok_end, bits, codebook))
+    if ratio < DELTA_TRY_RATIO:
+        if not options and int(flat.max()) >> bits:  # the plain tokenizer did not check the range
+            raise ValueError(f"symbol {int(flat.max())} does not fit in {bits} bits")
+        dominant = int(np.argmax(delta_hist))
+        sparse = delta_hist[dominant] > 0.75 * delta_hist.sum()
+        counts, tok, tok_end = _token_counts(_delta(flat, bits), bits, dominant, chunk, sparse, "tok_delta")
+        options.append(_Option(FILTER_DELTA, dominant, counts, tok, tok_end, bits))
+    best = min(options, key=lambda option: option.cost)
+    payload, ends = _emit(best.tok, best.tok_end, hf.encode_table(best.len_a, best.len_b))
     chunk_table = np.diff(ends, prepend=0).astype("<u2").tobytes()
-    return _frame(head, mode, dominant, chunk_log2, code_section, chunk_table, payload)
-
-
-def _static_is_smaller(counts, len_a, len_b, codebook):
-    static = np.concatenate([codebook.lengths_a, codebook.lengths_b])
-    if np.any((counts > 0) & (static == 0)):
-        return False
-    own = np.concatenate([len_a, len_b])
-    static_bits = hf.cost_bits(counts, static) + 32
-    own_bits = hf.cost_bits(counts, own) + 8 * _nibble_bytes(codebook.bits)
-    return static_bits <= own_bits
+    return _frame(head, best.mode, best.dominant, chunk_log2, best.filter, best.code_section, chunk_table, payload)
 
 
 def _emit(tok, tok_end, table):
@@ -593,7 +641,7 @@ def _emit(tok, tok_end, table):
     return memoryview(payload), ends
 
 
-def _frame(head, mode, dominant, chunk_log2, code_section, chunk_table, payload) -> bytes:
+def _frame(head, mode, dominant, chunk_log2, filt, code_section, chunk_table, payload) -> bytes:
     bits, dtype, shape, axis, scales = head
     body = [
         struct.pack(f"<{len(shape)}I", *shape),
@@ -605,7 +653,9 @@ def _frame(head, mode, dominant, chunk_log2, code_section, chunk_table, payload)
     length = _FIXED.size + sum(len(b) for b in body) + len(payload)
     if length > 0xFFFFFFFF:
         raise ValueError("frame is larger than 4 GiB")
-    fixed = _FIXED.pack(MAGIC, VERSION, mode, bits, DTYPES.index(dtype), length, len(shape), axis, dominant, chunk_log2)
+    fixed = _FIXED.pack(
+        MAGIC, VERSION, mode, bits, DTYPES.index(dtype), length, len(shape), axis, dominant, chunk_log2, filt, bytes(3)
+    )
     return b"".join([fixed, *body, payload])
 
 
@@ -662,9 +712,13 @@ def _parse_fixed(data):
     return fields[2:]
 
 
-def _check_fixed(mode, bits, dtype_code, ndim, axis, dominant, chunk_log2):
+def _check_fixed(mode, bits, dtype_code, ndim, axis, dominant, chunk_log2, filt, reserved):
     if mode not in MODE_NAMES:
         raise BadHeader(f"unknown coding mode {mode}")
+    if filt not in FILTER_NAMES or (filt != FILTER_NONE and mode not in (MODE_EMBEDDED, MODE_STATIC)):
+        raise BadHeader(f"filter {filt} is not allowed in {MODE_NAMES[mode]} mode")
+    if reserved != bytes(3):
+        raise BadHeader("reserved header bytes 17..19 must be zero")
     if dtype_code >= len(DTYPES):
         raise BadHeader(f"unknown dtype code {dtype_code}")
     if mode == MODE_RAW:
@@ -741,8 +795,8 @@ def decode(data, codebook=None, max_elements: int = DEFAULT_MAX_ELEMENTS):
     Raises a ``CodecError`` subclass on any malformed input.
     """
     view = memoryview(data).cast("B")
-    mode, bits, dtype_code, _, ndim, axis, dominant, chunk_log2 = _parse_fixed(view)
-    _check_fixed(mode, bits, dtype_code, ndim, axis, dominant, chunk_log2)
+    mode, bits, dtype_code, _, ndim, axis, dominant, chunk_log2, filt, reserved = _parse_fixed(view)
+    _check_fixed(mode, bits, dtype_code, ndim, axis, dominant, chunk_log2, filt, reserved)
     reader = _Reader(view, _FIXED.size)
     shape = reader.u32(ndim, "shape")
     n = int(np.prod(shape, dtype=object))
@@ -766,7 +820,7 @@ def decode(data, codebook=None, max_elements: int = DEFAULT_MAX_ELEMENTS):
     payload = view[reader.pos :]
     meta = Meta(
         bits, tuple(shape), DTYPES[dtype_code], MODE_NAMES[mode], lo, hi, channel_axis,
-        book_id, dominant, chunk_log2, payload_len,
+        book_id, dominant, chunk_log2, FILTER_NAMES[filt], payload_len,
     )
     if mode == MODE_RAW:
         return _decode_raw(payload, bits, shape, n), meta
@@ -775,6 +829,8 @@ def decode(data, codebook=None, max_elements: int = DEFAULT_MAX_ELEMENTS):
             raise LengthMismatch(f"constant mode carries no payload, found {payload_len} bytes")
         return np.full(shape, dominant, np.uint8), meta
     q = _decode_chunks(payload, chunk_sizes, n, chunk_log2, bits, dominant, len_a, len_b)
+    if filt == FILTER_DELTA:
+        _kernels.undelta(q, (1 << bits) - 1)
     return q.reshape(shape), meta
 
 
@@ -802,9 +858,10 @@ def _decode_chunks(payload, chunk_sizes, n, chunk_log2, bits, dominant, len_a, l
     peek = int(max(len_a.max(), len_b.max(), 1))
     table = hf.decode_table(len_a, len_b, 1 << bits, dominant, peek, hf.RUN_BASE, hf.RUN_EXTRA)
     size = len(payload)
-    buf = _buffer("dec", size + codec_numpy.PAD, np.uint8)
+    pad = _kernels.PAD
+    buf = _buffer("dec", size + pad, np.uint8)
     buf[:size] = np.frombuffer(payload, np.uint8)
-    buf[size : size + codec_numpy.PAD] = 0
+    buf[size : size + pad] = 0
     ends = np.cumsum(chunk_sizes)
     chunk = 1 << chunk_log2
     sym_start = np.arange(chunk_sizes.size, dtype=np.int64) * chunk

@@ -37,6 +37,7 @@ MAX_CODE_LEN = 15  # longest Huffman code, so a code length fits in a nibble
 RUN_CLASSES = 32  # run classes cover runs of 1 .. 2**15 symbols
 MAX_CHUNK_LOG2 = 15  # a chunk holds at most 2**15 symbols
 MIN_CHUNK_LOG2 = 8
+NO_CODE = 0xFFFF << 16  # decode-table entry of a bit pattern that is no code
 
 
 def run_classes() -> tuple[np.ndarray, np.ndarray]:
@@ -211,10 +212,11 @@ def decode_table(len_a, len_b, n_literals, dominant, peek_bits, run_base, run_ex
     """Lookup table on the next ``peek_bits`` bits, context A then context B.
 
     Entry (uint32): ``length | extra_bits << 4 | written_symbol << 8 | run_base << 16``;
-    ``length == 0`` marks a bit pattern that is no code; ``run_base == 0`` marks a
-    literal (one symbol).
+    ``run_base == 0`` marks a literal (one symbol). A bit pattern that is no
+    code gets ``NO_CODE``: length 0 and run base 0xFFFF, a run longer than any
+    chunk, so decoders report it when the chunk ends.
     """
-    table = np.zeros(2 << peek_bits, np.uint32)
+    table = np.full(2 << peek_bits, NO_CODE, np.uint32)
     for ctx in range(2):
         lengths = len_a if ctx == 0 else len_b
         codes = canonical_codes(lengths)

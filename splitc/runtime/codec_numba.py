@@ -5,6 +5,8 @@ unsigned so that LLVM merges the byte loads/stores of a 64-bit big-endian word
 into one load/store plus a byte swap. ``boundscheck`` is off: the decoder
 checks every position it reads or writes against limits computed from the
 frame, and its input buffer carries ``PAD`` zero bytes past the payload.
+The decoder checks positions at each chunk's end (not per token), which the
+padding makes safe.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import numpy as np
 
 U = np.uint64
 I = np.int64
-PAD = 16  # zero bytes the decoder needs after the payload
+# Zero bytes the decoder needs after the payload: a corrupt chunk is caught at
+# its end, after at most 2**15 tokens of at most 28 bits (+ one 8-byte peek).
+PAD = (1 << 15) * 28 // 8 + 16
 
 OK, BAD_CODE, OVERRUN, RUN_OVERFLOW, BAD_END = 0, 1, 2, 3, 4
 
@@ -23,21 +27,30 @@ _inline = numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
 
 
 @_njit
-def sample_histogram(q, stride):
-    """Histogram (256 bins) of ``q[::stride]``."""
-    h = np.zeros((4, 256), np.int64)
-    n = (q.size + stride - 1) // stride
-    m = n & ~3
-    for j in range(0, m, 4):
-        i = U(j * stride)
-        s = U(stride)
-        h[0, q[i]] += 1
-        h[1, q[i + s]] += 1
-        h[2, q[i + U(2) * s]] += 1
-        h[3, q[i + U(3) * s]] += 1
-    for j in range(m, n):
-        h[0, q[U(j * stride)]] += 1
-    return h[0] + h[1] + h[2] + h[3]
+def sample_histograms(q, stride, mask):
+    """Histograms (256 bins) of ``q[i]`` and of ``(q[i] - q[i-1]) & mask`` for i in ``range(0, n, stride)``.
+
+    ``q[-1]`` counts as 0.
+    """
+    h = np.zeros(256, np.int64)
+    d = np.zeros(256, np.int64)
+    prev = I(0)
+    for i in range(0, q.size, stride):
+        s = I(q[U(i)])
+        if i > 0:
+            prev = I(q[U(i - 1)])
+        h[s] += 1
+        d[(s - prev) & mask] += 1
+    return h, d
+
+
+@_njit
+def undelta(q, mask):
+    """Invert the delta filter in place: ``q[i] = (q[i] + q[i-1]) & mask``."""
+    acc = I(0)
+    for i in range(q.size):
+        acc = (acc + I(q[U(i)])) & mask
+        q[U(i)] = np.uint8(acc)
 
 
 @_inline
@@ -179,7 +192,11 @@ def emit(tok, tok_end, table, out, ends):
 
 @_inline
 def _decode_step(buf, bp, o, ctx, table, shift, peek_bits, out):
-    """Decode one token at bit ``bp``; returns (bp, o, ctx offset, code length)."""
+    """Decode one token at bit ``bp``; returns (bp, o, ctx offset).
+
+    A bit pattern that is no code has length 0 and run base 0xFFFF: ``o`` jumps
+    past the chunk's end, which the caller reports as corrupt.
+    """
     w = _load_be(buf, bp >> 3) << U(bp & 7)
     e = table[U(ctx + I(w >> shift))]
     length = I(e & 15)
@@ -190,18 +207,26 @@ def _decode_step(buf, bp, o, ctx, table, shift, peek_bits, out):
     o += base + extra + I(base == 0)
     bp += length + nx
     ctx = I(base != 0) << peek_bits
-    return bp, o, ctx, length
+    return bp, o, ctx
 
 
 @_inline
-def _chunk_end_ok(buf, bp, end_bit):
-    """The chunk ends in the byte where its last token ends, padded with zeros."""
+def _chunk_end(buf, o, end, bp, end_bit):
+    """Status of a chunk whose tokens stopped at symbol ``o`` and bit ``bp``.
+
+    The last token must end exactly at the chunk's last symbol, inside the
+    chunk's last byte, and the padding bits after it must be zero.
+    """
+    if o != end:
+        return RUN_OVERFLOW
+    if bp > end_bit:
+        return OVERRUN
     if (bp + 7) >> 3 != end_bit >> 3:
-        return False
+        return BAD_END
     pad = end_bit - bp
-    if pad == 0:
-        return True
-    return (I(buf[U((end_bit >> 3) - 1)]) & ((1 << pad) - 1)) == 0
+    if pad and (I(buf[U((end_bit >> 3) - 1)]) & ((1 << pad) - 1)) != 0:
+        return BAD_END
+    return OK
 
 
 @_njit
@@ -209,17 +234,11 @@ def _finish_lane(buf, ci, ci_end, bp, o, ctx, bit_start, bit_end, sym_end, table
     """Decode the rest of one lane: chunk ``ci`` from state (bp, o, ctx), then later chunks."""
     while ci < ci_end:
         end = sym_end[ci]
-        limit = bit_end[ci]
         while o < end:
-            bp, o, ctx, length = _decode_step(buf, bp, o, ctx, table, shift, peek_bits, out)
-            if length == 0:
-                return BAD_CODE
-            if bp > limit:
-                return OVERRUN
-        if o != end:
-            return RUN_OVERFLOW
-        if not _chunk_end_ok(buf, bp, limit):
-            return BAD_END
+            bp, o, ctx = _decode_step(buf, bp, o, ctx, table, shift, peek_bits, out)
+        status = _chunk_end(buf, o, end, bp, bit_end[ci])
+        if status != OK:
+            return status
         ci += 1
         if ci < ci_end:
             bp = bit_start[ci]
@@ -233,7 +252,10 @@ def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits,
 
     Chunks are split into 4 lanes of consecutive chunks (``lanes`` holds the 5
     chunk boundaries); the 4 lanes are decoded in lock-step so that their
-    serial dependency chains overlap. Returns OK or an error code.
+    serial dependency chains overlap. Within a chunk, positions are checked
+    only when the chunk ends: a chunk stops after at most 2**15 tokens of at
+    most 28 bits, so reads stay inside the ``PAD`` bytes after the payload.
+    Returns OK or an error code.
     """
     shift = U(64 - peek_bits)
     a0, a1, a2, a3 = lanes[0], lanes[1], lanes[2], lanes[3]
@@ -251,58 +273,49 @@ def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits,
         p3, o3 = bit_start[a3], sym_start[a3]
     if a0 < b0 and a1 < b1 and a2 < b2 and a3 < b3:
         e0, e1, e2, e3 = sym_end[a0], sym_end[a1], sym_end[a2], sym_end[a3]
-        m0, m1, m2, m3 = bit_end[a0], bit_end[a1], bit_end[a2], bit_end[a3]
         while True:
-            p0, o0, x0, l0 = _decode_step(buf, p0, o0, x0, table, shift, peek_bits, out)
-            p1, o1, x1, l1 = _decode_step(buf, p1, o1, x1, table, shift, peek_bits, out)
-            p2, o2, x2, l2 = _decode_step(buf, p2, o2, x2, table, shift, peek_bits, out)
-            p3, o3, x3, l3 = _decode_step(buf, p3, o3, x3, table, shift, peek_bits, out)
-            if (l0 == 0) | (l1 == 0) | (l2 == 0) | (l3 == 0):
-                return BAD_CODE
-            if (p0 > m0) | (p1 > m1) | (p2 > m2) | (p3 > m3):
-                return OVERRUN
+            p0, o0, x0 = _decode_step(buf, p0, o0, x0, table, shift, peek_bits, out)
+            p1, o1, x1 = _decode_step(buf, p1, o1, x1, table, shift, peek_bits, out)
+            p2, o2, x2 = _decode_step(buf, p2, o2, x2, table, shift, peek_bits, out)
+            p3, o3, x3 = _decode_step(buf, p3, o3, x3, table, shift, peek_bits, out)
             if (o0 >= e0) | (o1 >= e1) | (o2 >= e2) | (o3 >= e3):
                 done = False
                 if o0 >= e0:
-                    if o0 != e0:
-                        return RUN_OVERFLOW
-                    if not _chunk_end_ok(buf, p0, m0):
-                        return BAD_END
+                    status = _chunk_end(buf, o0, e0, p0, bit_end[a0])
+                    if status != OK:
+                        return status
                     a0 += 1
                     if a0 == b0:
                         done = True
                     else:
-                        p0, x0, e0, m0 = bit_start[a0], I(0), sym_end[a0], bit_end[a0]
+                        p0, x0, e0 = bit_start[a0], I(0), sym_end[a0]
                 if o1 >= e1:
-                    if o1 != e1:
-                        return RUN_OVERFLOW
-                    if not _chunk_end_ok(buf, p1, m1):
-                        return BAD_END
+                    status = _chunk_end(buf, o1, e1, p1, bit_end[a1])
+                    if status != OK:
+                        return status
                     a1 += 1
                     if a1 == b1:
                         done = True
                     else:
-                        p1, x1, e1, m1 = bit_start[a1], I(0), sym_end[a1], bit_end[a1]
+                        p1, x1, e1 = bit_start[a1], I(0), sym_end[a1]
                 if o2 >= e2:
-                    if o2 != e2:
-                        return RUN_OVERFLOW
-                    if not _chunk_end_ok(buf, p2, m2):
-                        return BAD_END
+                    status = _chunk_end(buf, o2, e2, p2, bit_end[a2])
+                    if status != OK:
+                        return status
                     a2 += 1
                     if a2 == b2:
                         done = True
                     else:
-                        p2, x2, e2, m2 = bit_start[a2], I(0), sym_end[a2], bit_end[a2]
+                        p2, x2, e2 = bit_start[a2], I(0), sym_end[a2]
                 if o3 >= e3:
-                    if o3 != e3:
-                        return RUN_OVERFLOW
-                    if not _chunk_end_ok(buf, p3, m3):
-                        return BAD_END
+                    status = _chunk_end(buf, o3, e3, p3, bit_end[a3])
+                    if status != OK:
+                        return status
                     a3 += 1
                     if a3 == b3:
                         done = True
                     else:
-                        p3, x3, e3, m3 = bit_start[a3], I(0), sym_end[a3], bit_end[a3]
+                        p3, x3, e3 = bit_start[a3], I(0), sym_end[a3]
                 if done:
                     break
     args = (bit_start, bit_end, sym_end, table, shift, peek_bits, out)

@@ -16,9 +16,22 @@ OK, BAD_CODE, OVERRUN, RUN_OVERFLOW, BAD_END = 0, 1, 2, 3, 4
 _U64 = np.uint64
 
 
-def sample_histogram(q: np.ndarray, stride: int) -> np.ndarray:
-    """Histogram (256 bins) of ``q[::stride]``."""
-    return np.bincount(q[::stride], minlength=256).astype(np.int64)
+def sample_histograms(q: np.ndarray, stride: int, mask: int):
+    """Histograms (256 bins) of ``q[i]`` and of ``(q[i] - q[i-1]) & mask`` for i in ``range(0, n, stride)``.
+
+    ``q[-1]`` counts as 0.
+    """
+    index = np.arange(0, q.size, stride)
+    sample = q[index]
+    before = np.where(index > 0, q[np.maximum(index - 1, 0)], 0).astype(np.uint8)
+    delta = (sample - before) & mask
+    return np.bincount(sample, minlength=256).astype(np.int64), np.bincount(delta, minlength=256).astype(np.int64)
+
+
+def undelta(q: np.ndarray, mask: int) -> None:
+    """Invert the delta filter in place: ``q[i] = (q[i] + q[i-1]) & mask``."""
+    np.cumsum(q, dtype=np.uint8, out=q)
+    np.bitwise_and(q, mask, out=q)
 
 
 def _neighbours(is_dom: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from splitc.runtime.cut_codec import CutCodec
+
 
 class PlanError(ValueError):
     """The output directory or its plan manifest is missing or malformed."""
@@ -52,6 +54,8 @@ class Pipeline:
         cloud = self.plan.get("cloud")
         self.cloud = _session(self.out_dir / cloud["file"], threads) if cloud else None
         self.output_names = [o["name"] for o in self.plan["model"]["outputs"]]
+        self.codec = CutCodec(self.plan, self.out_dir)
+        self.last_frames: list[bytes] = []
 
     def check_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Check names, shapes and dtypes of the inputs against the plan; cast where safe."""
@@ -87,8 +91,12 @@ class Pipeline:
         return dict(zip(names, self.cloud.run(names, cut)))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The model's outputs, in the original order."""
+        """The model's outputs, in the original order.
+
+        The cut tensors go through the wire codec exactly as they would over
+        the network; ``last_frames`` keeps the frames of the latest run.
+        """
         at_edge = self.run_edge(feeds)
-        cut = {c["tensor"]: at_edge[c["tensor"]] for c in self.plan["cut"]}
-        merged = {**at_edge, **self.run_cloud(cut)}
+        self.last_frames = self.codec.encode(at_edge)
+        merged = {**at_edge, **self.run_cloud(self.codec.decode(self.last_frames))}
         return {name: merged[name] for name in self.output_names}

@@ -1,0 +1,209 @@
+"""Joint (cut, bits) choice for a compiled split: candidates, calibration, selection.
+
+Candidate cuts are the cut vertices, the model inputs (cloud-only) and the
+best multi-tensor min-cut of each segment between cut vertices, plus edge-only.
+With calibration data every (cut, bits) pair gets a measured size and accuracy
+drop; without it, ``bits="auto"`` falls back to 8 bits, unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from splitc.errors import SplitcError
+from splitc.passes import calibrate
+from splitc.passes.partition import Partition, forced_partition
+from splitc.passes.qdq import QUANT_BITS, Encoding
+from splitc.passes.select_bits import Option, rank
+from splitc.runtime import codec
+
+ALL_BITS = [*QUANT_BITS, 16, 32]
+HEADER_GUESS = 64  # frame header bytes assumed when nothing is measured
+
+
+class UncheckedAccuracy(UserWarning):
+    """The accuracy bound was not checked (no calibration data)."""
+
+
+@dataclass
+class EncodingOptions:
+    """How the cut tensor may be encoded (``bits``: "auto" or a fixed width)."""
+
+    bits: str | int = 32
+    codec: str = "none"
+    max_drop: float = 0.01
+    calib: str | Path | None = None
+    metric: str = "auto"
+    per_channel: bool = False
+    cache_dir: Path | None = None
+
+    def bit_choices(self) -> list[int]:
+        if self.bits == "auto":
+            return ALL_BITS
+        bits = int(self.bits)
+        if bits not in ALL_BITS:
+            raise SplitcError(f"--bits must be auto, 1..8, 16 or 32, not {self.bits!r}")
+        return [bits]
+
+    def check(self) -> None:
+        if self.codec not in ("huffman", "none"):
+            raise SplitcError(f"--codec must be huffman or none, not {self.codec!r}")
+        if not 0 <= self.max_drop <= 1:
+            raise SplitcError(f"--max-drop must be between 0% and 100%, not {self.max_drop:.4g}")
+        self.bit_choices()
+
+
+@dataclass
+class Choice:
+    """The chosen option, the ranking it came from, and what the plan needs to ship."""
+
+    option: Option
+    ranked: list[Option]
+    encodings: list[Encoding]
+    codebooks: dict[str, codec.Codebook] = field(default_factory=dict)
+    table: calibrate.Table | None = None
+    checked: bool = True
+    max_drop: float = 0.01
+
+
+def candidate_cuts(analysis) -> list[tuple[str, ...]]:
+    """Edge-only, each model input set (cloud-only), each cut vertex, each segment's best min-cut."""
+    graph = analysis.graph
+    cuts: list[tuple[str, ...]] = [()]
+    inputs = tuple(v.name for v in graph.inputs if v.consumers)
+    if inputs:
+        cuts.append(inputs)
+    cuts += [(t,) for t in analysis.result.cut_vertices if graph.values[t].consumers]
+    cuts += [tuple(p.cut_values) for p in analysis.result.candidates() if p.cut_values]
+    unique: list[tuple[str, ...]] = []
+    for cut in cuts:
+        if tuple(sorted(cut)) not in {tuple(sorted(c)) for c in unique}:
+            unique.append(cut)
+    return unique
+
+
+def _axis(options: EncodingOptions, rank: int) -> int | None:
+    return 1 if options.per_channel and rank > 1 else None
+
+
+def _options_from(analysis, cuts, bits, sizes_and_drops) -> list[Option]:
+    options = []
+    for cut in cuts:
+        part = forced_partition(analysis.problem, list(cut))
+        for c in ([32] if not cut else bits):
+            size, drop = sizes_and_drops(cut, c)
+            options.append(Option(cut, c, part.edge_ms, part.cloud_ms, size, part.down_bytes, drop, part.kind))
+    return options
+
+
+def _guess(analysis, options: EncodingOptions):
+    def sizes(cut, c):
+        raw = sum(analysis.graph.values[t].numel for t in cut)
+        per_element = 4.0 if c == 32 else 2.0 if c == 16 else c / 8.0
+        return (raw * per_element + HEADER_GUESS * len(cut) if cut else 0.0), 0.0
+    return sizes
+
+
+def choose(analysis, options: EncodingOptions, cut: list[str] | None = None,
+           progress: Callable[[str], None] | None = None) -> Choice:
+    """Pick the (cut, bits) pair with the lowest predicted latency within the accuracy bound."""
+    options.check()
+    step = progress or (lambda _s: None)
+    cuts = [tuple(cut)] if cut is not None else candidate_cuts(analysis)
+    bits = options.bit_choices()
+    table = None
+    if options.calib is not None:
+        step("calibrating: measuring size and accuracy of every cut and bit width")
+        table, meas, calib = _calibrate(analysis, options, cuts, bits)
+        sizes = lambda c, b: (table.get(c, b)["bytes"], table.get(c, b)["drop"]) if c else (0.0, 0.0)  # noqa: E731
+    else:
+        if options.bits == "auto":
+            warnings.warn("no --calib data: using 8 bits; the accuracy bound was NOT checked", UncheckedAccuracy,
+                          stacklevel=2)
+            bits = [8]
+        sizes = _guess(analysis, options)
+    problem = analysis.problem
+    ranked = rank(_options_from(analysis, cuts, bits, sizes), problem.bandwidth, problem.rtt_ms, options.max_drop)
+    if not ranked:
+        raise SplitcError(f"no cut meets --max-drop {options.max_drop:.2%}; allow more bits or a larger drop")
+    best = ranked[0]
+    encodings = [Encoding(t, best.bits, _axis(options, len(analysis.graph.values[t].shape)),
+                          options.codec if best.bits <= 8 else "none") for t in best.cut]
+    books = _codebooks(analysis, options, encodings) if options.calib is not None else {}
+    return Choice(best, ranked, encodings, books, table, checked=options.calib is not None, max_drop=options.max_drop)
+
+
+def _calibrate(analysis, options, cuts, bits):
+    graph = analysis.graph
+    inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
+    outputs = [{"name": v.name, "shape": list(v.shape or [])} for v in graph.outputs]
+    calib = calibrate.load_npz(options.calib, inputs)
+    metric = calibrate.choose_metric(options.metric, outputs, calib.labels is not None)
+    measured_cuts = [c for c in cuts if c]
+    tensors = sorted({t for c in measured_cuts for t in c})
+    key = calibrate.cache_key(graph.sha256, calib, measured_cuts, bits, metric, options.per_channel, options.codec)
+    types = {t: (graph.values[t].shape, graph.values[t].dtype) for t in tensors}
+    meas = calibrate.run_probe(graph.model, tensors, types, calib)
+    cached = _read_cache(options.cache_dir, key)
+    if cached is not None:
+        return cached, meas, calib
+    axis = 1 if options.per_channel else None
+
+    def cloud_half(cut):
+        return analysis.split(list(cut)).cloud_model
+
+    table = calibrate.measure(cloud_half, meas, calib, measured_cuts, bits, metric, axis, options.codec, key)
+    return table, meas, calib
+
+
+def _read_cache(cache_dir: Path | None, key: str) -> calibrate.Table | None:
+    if cache_dir is None:
+        return None
+    path = Path(cache_dir) / "calibration.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("version") != calibrate.CACHE_VERSION or data.get("key") != key:
+        return None
+    return calibrate.Table.from_json(data)
+
+
+def _codebooks(analysis, options: EncodingOptions, encodings: list[Encoding]) -> dict[str, codec.Codebook]:
+    """Static codebooks trained on the calibration tensors of the chosen cut."""
+    chosen = [e for e in encodings if e.quantized and e.codec == "huffman"]
+    if not chosen:
+        return {}
+    graph = analysis.graph
+    inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
+    calib = calibrate.load_npz(options.calib, inputs)
+    types = {e.tensor: (graph.values[e.tensor].shape, graph.values[e.tensor].dtype) for e in chosen}
+    meas = calibrate.run_probe(graph.model, list(types), types, calib)
+    return {e.tensor: calibrate.train_codebook([a[e.tensor] for a in meas.activations], e) for e in chosen}
+
+
+def option_summary(option: Option, bandwidth: float, rtt_ms: float) -> dict:
+    return {
+        "kind": option.kind if option.cut else "edge-only",
+        "cut": list(option.cut),
+        "bits": option.bits,
+        "bytes": option.sent_bytes,
+        "drop": option.drop,
+        "edge_ms": option.edge_ms,
+        "transfer_ms": option.transfer_ms(bandwidth, rtt_ms),
+        "cloud_ms": option.cloud_ms,
+        "total_ms": option.total_ms(bandwidth, rtt_ms),
+    }
+
+
+def sample_count(table: calibrate.Table | None) -> int:
+    return 0 if table is None else len(table.entries)
+
+
+__all__ = ["EncodingOptions", "Choice", "choose", "candidate_cuts", "option_summary", "np"]

@@ -1,0 +1,254 @@
+"""Calibration: the size S_i(c) and accuracy drop A_i(c) of every candidate cut i at every bit width c.
+
+The model runs once per calibration sample with every candidate tensor exposed
+as an output. For each candidate, its cloud half then runs on the tensors as
+the wire would deliver them (``qdq.round_trip``: the edge half's quantizer,
+bit for bit), and the outputs are scored against the float model's:
+
+* ``top1``: the drop in top-1 accuracy against ``labels`` (or, without labels,
+  the fraction of samples whose top-1 class differs from the float model's);
+* ``rel-l2``: the mean relative L2 error ``||y' - y|| / ||y||`` of the outputs,
+  for models that are not classifiers.
+
+Sizes are whole frames (headers included) from the runtime codec with a
+codebook trained on the calibration tensors, as the plan ships it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from splitc.errors import SplitcError
+from splitc.passes.qdq import Encoding, round_trip, simulate
+from splitc.runtime import codec
+
+METRICS = ("auto", "top1", "rel-l2")
+CACHE_VERSION = 1
+
+
+class CalibrationError(SplitcError):
+    """The calibration data is missing, malformed, or does not fit the model."""
+
+
+@dataclass
+class CalibrationSet:
+    samples: list[dict[str, np.ndarray]]
+    labels: np.ndarray | None
+    sha256: str
+
+
+def load_npz(path: str | Path, inputs: list[dict]) -> CalibrationSet:
+    """Read an ``.npz`` keyed by the model's input names (plus optional ``labels``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"--calib {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise CalibrationError(f"--calib {path}: not a readable .npz file ({exc})") from exc
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _split_samples(arrays, inputs, digest, str(path))
+
+
+def _split_samples(arrays: dict, inputs: list[dict], digest: str, label: str) -> CalibrationSet:
+    missing = [i["name"] for i in inputs if i["name"] not in arrays]
+    if missing:
+        raise CalibrationError(f"--calib {label}: no array for model input {missing[0]!r} (has {sorted(arrays)})")
+    batch = inputs[0]["shape"][0] if inputs[0]["shape"] else 1
+    counts = {len(arrays[i["name"]]) for i in inputs}
+    if len(counts) != 1:
+        raise CalibrationError(f"--calib {label}: the input arrays hold different numbers of samples")
+    (count,) = counts
+    if count < batch or count % batch:
+        raise CalibrationError(f"--calib {label}: {count} samples do not fill batches of {batch}")
+    samples = []
+    for start in range(0, count, batch):
+        sample = {}
+        for spec in inputs:
+            array = np.asarray(arrays[spec["name"]][start : start + batch], dtype=spec["dtype"])
+            if list(array.shape) != list(spec["shape"]):
+                raise CalibrationError(
+                    f"--calib {label}: samples of {spec['name']!r} have shape {list(array.shape)}, "
+                    f"the model wants {spec['shape']}"
+                )
+            sample[spec["name"]] = array
+        samples.append(sample)
+    labels = arrays.get("labels")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        if len(labels) != count:
+            raise CalibrationError(f"--calib {label}: {len(labels)} labels for {count} samples")
+    return CalibrationSet(samples, labels, digest)
+
+
+@dataclass
+class Table:
+    """Measured ``bytes`` and ``drop`` per (cut, bits), with the float model's score."""
+
+    metric: str
+    key: str
+    float_score: float
+    entries: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @staticmethod
+    def entry_key(cut: tuple[str, ...], bits: int) -> str:
+        return json.dumps([list(cut), bits])
+
+    def get(self, cut: tuple[str, ...], bits: int) -> dict[str, float]:
+        return self.entries[self.entry_key(cut, bits)]
+
+    def to_json(self) -> dict:
+        return {"version": CACHE_VERSION, "metric": self.metric, "key": self.key,
+                "float_score": self.float_score, "entries": self.entries}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Table":
+        return cls(data["metric"], data["key"], data["float_score"], data["entries"])
+
+
+def choose_metric(metric: str, outputs: list[dict], has_labels: bool) -> str:
+    """``auto`` means top-1 for classifiers (first output of shape (1, K), K > 1), else rel-l2."""
+    if metric not in METRICS:
+        raise CalibrationError(f"unknown --metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if metric != "auto":
+        return metric
+    shape = [d for d in outputs[0]["shape"] if d != 1]
+    return "top1" if len(shape) == 1 and shape[0] > 1 else "rel-l2"
+
+
+def cache_key(model_sha: str, calib: CalibrationSet, cuts, bits, metric: str, axis, codec_name: str) -> str:
+    text = json.dumps([CACHE_VERSION, model_sha, calib.sha256, sorted(map(list, cuts)), list(bits), metric,
+                       axis, codec_name])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def probe_model(model: onnx.ModelProto, tensors: list[str], types: dict[str, tuple]) -> onnx.ModelProto:
+    """The model with the given tensors added as outputs."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output} | {i.name for i in probe.graph.input}
+    for name in tensors:
+        if name not in present:
+            shape, dtype = types[name]
+            elem = helper.np_dtype_to_tensor_dtype(dtype)
+            probe.graph.output.append(helper.make_tensor_value_info(name, elem, list(shape)))
+    return probe
+
+
+def score(metric: str, outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None) -> float:
+    """Quality of outputs (higher is better): top-1 accuracy / agreement, or minus the relative error."""
+    if metric == "top1":
+        got = np.array([o.reshape(-1).argmax() for o in outputs])
+        want = labels if labels is not None else np.array([r.reshape(-1).argmax() for r in reference])
+        return float(np.mean(got == want))
+    errors = [np.linalg.norm(o - r) / (np.linalg.norm(r) + 1e-12) for o, r in zip(outputs, reference)]
+    return -float(np.mean(errors))
+
+
+@dataclass
+class Measurement:
+    """Everything calibration needs from the model: activations and the float outputs."""
+
+    activations: list[dict[str, np.ndarray]]
+    outputs: list[dict[str, np.ndarray]]
+    first_output: str
+
+
+def run_probe(model: onnx.ModelProto, tensors: list[str], types: dict, calib: CalibrationSet) -> Measurement:
+    session = _session(probe_model(model, tensors, types))
+    names = [o.name for o in session.get_outputs()]
+    activations, outputs = [], []
+    first = model.graph.output[0].name
+    model_outputs = [o.name for o in model.graph.output]
+    for sample in calib.samples:
+        values = dict(zip(names, session.run(names, sample)))
+        values.update(sample)
+        activations.append({t: values[t] for t in tensors})
+        outputs.append({o: values[o] for o in model_outputs})
+    return Measurement(activations, outputs, first)
+
+
+def frame_bytes(arrays: list[np.ndarray], enc: Encoding, book: codec.Codebook | None) -> float:
+    """Mean frame size of one tensor over the calibration samples."""
+    sizes = []
+    for x in arrays:
+        if enc.bits == 32:
+            sizes.append(len(codec.encode(x, 32)))
+        elif enc.bits == 16:
+            sizes.append(len(codec.encode(x.astype(np.float16), 16)))
+        else:
+            q, lo, hi = simulate(x, enc)
+            sizes.append(len(codec.encode(q, enc.bits, _flat(lo), _flat(hi), codebook=book,
+                                          per_channel_axis=enc.axis)))
+    return float(np.mean(sizes))
+
+
+def _flat(value: np.ndarray):
+    value = np.asarray(value, np.float32)
+    return float(value) if value.ndim == 0 else value.reshape(-1)
+
+
+def train_codebook(arrays: list[np.ndarray], enc: Encoding) -> codec.Codebook | None:
+    if enc.bits > 8 or enc.codec != "huffman":
+        return None
+    return codec.Codebook.train([simulate(x, enc)[0] for x in arrays], enc.bits)
+
+
+def measure(
+    split_cloud: Callable[[tuple[str, ...]], onnx.ModelProto | None],
+    meas: Measurement,
+    calib: CalibrationSet,
+    cuts: list[tuple[str, ...]],
+    bits: list[int],
+    metric: str,
+    axis: int | None,
+    codec_name: str,
+    key: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> Table:
+    """S_i(c) and A_i(c) for every candidate cut and bit width."""
+    reference = [o[meas.first_output] for o in meas.outputs]
+    table = Table(metric, key, score(metric, reference, reference, calib.labels))
+    for done, cut in enumerate(cuts):
+        cloud = split_cloud(cut)
+        session = _session(cloud) if cloud is not None else None
+        for c in bits:
+            table.entries[Table.entry_key(cut, c)] = _measure_one(session, meas, calib, cut, c, axis, codec_name, table)
+        if progress is not None:
+            progress(done + 1, len(cuts))
+    return table
+
+
+def _measure_one(session, meas, calib, cut, bits, axis, codec_name, table) -> dict[str, float]:
+    encodings = [Encoding(t, bits, axis if meas.activations[0][t].ndim > 1 else None, codec_name) for t in cut]
+    size = 0.0
+    for enc in encodings:
+        arrays = [a[enc.tensor] for a in meas.activations]
+        size += frame_bytes(arrays, enc, train_codebook(arrays, enc))
+    if session is None or bits == 32:
+        return {"bytes": size, "drop": 0.0}
+    names = [o.name for o in session.get_outputs()]
+    outputs = []
+    for acts, float_out in zip(meas.activations, meas.outputs):
+        feeds = {enc.tensor: round_trip(acts[enc.tensor], enc) for enc in encodings}
+        got = dict(zip(names, session.run(names, feeds)))
+        outputs.append(got.get(meas.first_output, float_out[meas.first_output]))
+    reference = [o[meas.first_output] for o in meas.outputs]
+    return {"bytes": size, "drop": table.float_score - score(table.metric, outputs, reference, calib.labels)}

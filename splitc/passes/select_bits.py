@@ -1,0 +1,76 @@
+"""Joint choice of the cut and its bit width (JALAD's formulation), solved exactly.
+
+Choose one candidate cut i and one bit width c minimising
+
+    T_edge(i) + RTT + (S_i(c) + returned bytes) / bandwidth + T_cloud(i)
+
+subject to A_i(c) <= max_drop, where S_i(c) is the mean compressed size of the
+cut and A_i(c) the accuracy drop, both measured on calibration data. Edge-only
+(nothing sent, no drop) is always a candidate. The problem is small (candidates
+x bit widths), so it is solved exactly by enumeration; ``solve_ilp`` states the
+same problem for pulp's CBC, which the tests use as an oracle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Option:
+    """One (cut, bits) pair with its measured size and drop and its predicted times."""
+
+    cut: tuple[str, ...]
+    bits: int
+    edge_ms: float
+    cloud_ms: float
+    sent_bytes: float  # S_i(c), headers included
+    returned_bytes: float
+    drop: float  # A_i(c)
+    kind: str = "split"
+    extra: dict = field(default_factory=dict)
+
+    def transfer_ms(self, bandwidth: float, rtt_ms: float) -> float:
+        if not self.cut and not self.returned_bytes:
+            return 0.0
+        return rtt_ms + (self.sent_bytes + self.returned_bytes) / bandwidth * 1e3
+
+    def total_ms(self, bandwidth: float, rtt_ms: float) -> float:
+        return self.edge_ms + self.transfer_ms(bandwidth, rtt_ms) + self.cloud_ms
+
+
+class NoFeasibleOption(ValueError):
+    """No option meets the accuracy bound (edge-only always does, so this means none was given)."""
+
+
+def feasible(options: list[Option], max_drop: float) -> list[Option]:
+    return [o for o in options if o.drop <= max_drop + 1e-12]
+
+
+def rank(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: float) -> list[Option]:
+    """Feasible options, best first (ties: fewer bytes, then fewer bits)."""
+    ok = feasible(options, max_drop)
+    return sorted(ok, key=lambda o: (o.total_ms(bandwidth, rtt_ms), o.sent_bytes, o.bits))
+
+
+def select(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: float) -> Option:
+    """The exact optimum by enumeration."""
+    ranked = rank(options, bandwidth, rtt_ms, max_drop)
+    if not ranked:
+        raise NoFeasibleOption(f"no cut meets the accuracy bound {max_drop:.4%}")
+    return ranked[0]
+
+
+def solve_ilp(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: float) -> Option:
+    """The same problem as a 0-1 ILP (one binary per option), solved by pulp's bundled CBC."""
+    import pulp
+
+    model = pulp.LpProblem("cut_and_bits", pulp.LpMinimize)
+    pick = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(len(options))]
+    model += pulp.lpSum(x * o.total_ms(bandwidth, rtt_ms) for x, o in zip(pick, options))
+    model += pulp.lpSum(pick) == 1
+    model += pulp.lpSum(x * o.drop for x, o in zip(pick, options)) <= max_drop + 1e-12
+    status = model.solve(pulp.PULP_CBC_CMD(msg=False))
+    if pulp.LpStatus[status] != "Optimal":
+        raise NoFeasibleOption(f"the ILP is {pulp.LpStatus[status]}")
+    return options[max(range(len(options)), key=lambda i: pick[i].value() or 0.0)]
