@@ -156,6 +156,7 @@ def profile_command(
     runs: int = typer.Option(50, "--runs", help="Timed runs per measurement (medians and p10/p90 over them)."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed runs before each measurement."),
     threads: int = typer.Option(0, "--threads", help="onnxruntime intra-op threads (0: its default; 1 is steadiest)."),
+    min_time: float = typer.Option(0.25, "--min-time", help="Each timing also lasts at least this many seconds."),
     input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", help="NAME=1x3x224x224 (repeatable)."),
     provider: str = typer.Option("CPUExecutionProvider", "--provider", help="onnxruntime execution provider."),
     name: Optional[str] = typer.Option(None, "--name", help="Device name recorded in the profile (default: file stem)."),
@@ -165,7 +166,8 @@ def profile_command(
     from splitc.profiling.command import run_profile
 
     quiet = as_json or not errors.is_terminal
-    summary = run_profile(model, out, runs, threads, warmup, _shapes(input_shape), provider, name, errors, quiet)
+    summary = run_profile(model, out, errors, quiet, runs=runs, warmup=warmup, threads=threads, min_seconds=min_time,
+                          input_shapes=_shapes(input_shape), provider=provider, name=name)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

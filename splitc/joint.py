@@ -97,8 +97,8 @@ def _options_from(analysis, cuts, bits, sizes_and_drops) -> list[Option]:
     for cut in cuts:
         part = forced_partition(analysis.problem, list(cut))
         for c in ([32] if not cut else bits):
-            size, drop = sizes_and_drops(cut, c)
-            options.append(Option(cut, c, part.edge_ms, part.cloud_ms, size, part.down_bytes, drop, part.kind))
+            size, drop, se = sizes_and_drops(cut, c)
+            options.append(Option(cut, c, part.edge_ms, part.cloud_ms, size, part.down_bytes, drop, part.kind, se))
     return options
 
 
@@ -106,7 +106,7 @@ def _guess(analysis, options: EncodingOptions):
     def sizes(cut, c):
         raw = sum(analysis.graph.values[t].numel for t in cut)
         per_element = 4.0 if c == 32 else 2.0 if c == 16 else c / 8.0
-        return (raw * per_element + HEADER_GUESS * len(cut) if cut else 0.0), 0.0
+        return (raw * per_element + HEADER_GUESS * len(cut) if cut else 0.0), 0.0, 0.0
     return sizes
 
 
@@ -121,7 +121,11 @@ def choose(analysis, options: EncodingOptions, cut: list[str] | None = None,
     if options.calib is not None:
         step("calibrating: measuring size and accuracy of every cut and bit width")
         table, meas, calib = _calibrate(analysis, options, cuts, bits)
-        sizes = lambda c, b: (table.get(c, b)["bytes"], table.get(c, b)["drop"]) if c else (0.0, 0.0)  # noqa: E731
+        def sizes(c, b):
+            if not c:
+                return 0.0, 0.0, 0.0
+            entry = table.get(c, b)
+            return entry["bytes"], entry["drop"], entry["drop_se"]
     else:
         if options.bits == "auto":
             warnings.warn("no --calib data: using 8 bits; the accuracy bound was NOT checked", UncheckedAccuracy,
@@ -148,11 +152,11 @@ def _calibrate(analysis, options, cuts, bits):
     measured_cuts = [c for c in cuts if c]
     tensors = sorted({t for c in measured_cuts for t in c})
     key = calibrate.cache_key(graph.sha256, calib, measured_cuts, bits, metric, options.per_channel, options.codec)
-    types = {t: (graph.values[t].shape, graph.values[t].dtype) for t in tensors}
-    meas = calibrate.run_probe(graph.model, tensors, types, calib)
     cached = _read_cache(options.cache_dir, key)
     if cached is not None:
-        return cached, meas, calib
+        return cached, None, calib
+    types = {t: (graph.values[t].shape, graph.values[t].dtype) for t in tensors}
+    meas = calibrate.run_probe(graph.model, tensors, types, calib)
     axis = 1 if options.per_channel else None
 
     def cloud_half(cut):
@@ -195,6 +199,7 @@ def option_summary(option: Option, bandwidth: float, rtt_ms: float) -> dict:
         "bits": option.bits,
         "bytes": option.sent_bytes,
         "drop": option.drop,
+        "drop_se": option.drop_se,
         "edge_ms": option.edge_ms,
         "transfer_ms": option.transfer_ms(bandwidth, rtt_ms),
         "cloud_ms": option.cloud_ms,

@@ -32,7 +32,7 @@ from splitc.passes.qdq import Encoding, round_trip, simulate
 from splitc.runtime import codec
 
 METRICS = ("auto", "top1", "rel-l2")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class CalibrationError(SplitcError):
@@ -99,6 +99,7 @@ class Table:
     key: str
     float_score: float
     entries: dict[str, dict[str, float]] = field(default_factory=dict)
+    float_quality: np.ndarray | None = field(default=None, repr=False)
 
     @staticmethod
     def entry_key(cut: tuple[str, ...], bits: int) -> str:
@@ -152,14 +153,27 @@ def probe_model(model: onnx.ModelProto, tensors: list[str], types: dict[str, tup
     return probe
 
 
-def score(metric: str, outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None) -> float:
-    """Quality of outputs (higher is better): top-1 accuracy / agreement, or minus the relative error."""
+def per_sample(metric: str, outputs: list[np.ndarray], reference: list[np.ndarray],
+               labels: np.ndarray | None) -> np.ndarray:
+    """Per-sample quality (higher is better): 1/0 for a right top-1 class, or minus the relative L2 error."""
     if metric == "top1":
         got = np.array([o.reshape(-1).argmax() for o in outputs])
         want = labels if labels is not None else np.array([r.reshape(-1).argmax() for r in reference])
-        return float(np.mean(got == want))
-    errors = [np.linalg.norm(o - r) / (np.linalg.norm(r) + 1e-12) for o, r in zip(outputs, reference)]
-    return -float(np.mean(errors))
+        return (got == want).astype(np.float64)
+    return -np.array([np.linalg.norm(o - r) / (np.linalg.norm(r) + 1e-12) for o, r in zip(outputs, reference)])
+
+
+def score(metric: str, outputs: list[np.ndarray], reference: list[np.ndarray], labels: np.ndarray | None) -> float:
+    """Mean quality: top-1 accuracy (or agreement with the float model), or minus the mean relative error."""
+    return float(per_sample(metric, outputs, reference, labels).mean())
+
+
+def drop_and_error(float_quality: np.ndarray, quality: np.ndarray) -> tuple[float, float]:
+    """The mean drop and its standard error, from the paired per-sample differences."""
+    diff = float_quality - quality
+    n = len(diff)
+    se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    return float(diff.mean()), se
 
 
 @dataclass
@@ -226,6 +240,7 @@ def measure(
     """S_i(c) and A_i(c) for every candidate cut and bit width."""
     reference = [o[meas.first_output] for o in meas.outputs]
     table = Table(metric, key, score(metric, reference, reference, calib.labels))
+    table.float_quality = per_sample(metric, reference, reference, calib.labels)
     for done, cut in enumerate(cuts):
         cloud = split_cloud(cut)
         session = _session(cloud) if cloud is not None else None
@@ -243,7 +258,7 @@ def _measure_one(session, meas, calib, cut, bits, axis, codec_name, table) -> di
         arrays = [a[enc.tensor] for a in meas.activations]
         size += frame_bytes(arrays, enc, train_codebook(arrays, enc))
     if session is None or bits == 32:
-        return {"bytes": size, "drop": 0.0}
+        return {"bytes": size, "drop": 0.0, "drop_se": 0.0}
     names = [o.name for o in session.get_outputs()]
     outputs = []
     for acts, float_out in zip(meas.activations, meas.outputs):
@@ -251,4 +266,6 @@ def _measure_one(session, meas, calib, cut, bits, axis, codec_name, table) -> di
         got = dict(zip(names, session.run(names, feeds)))
         outputs.append(got.get(meas.first_output, float_out[meas.first_output]))
     reference = [o[meas.first_output] for o in meas.outputs]
-    return {"bytes": size, "drop": table.float_score - score(table.metric, outputs, reference, calib.labels)}
+    quality = per_sample(table.metric, outputs, reference, calib.labels)
+    drop, se = drop_and_error(table.float_quality, quality)
+    return {"bytes": size, "drop": drop, "drop_se": se}

@@ -4,8 +4,12 @@ Choose one candidate cut i and one bit width c minimising
 
     T_edge(i) + RTT + (S_i(c) + returned bytes) / bandwidth + T_cloud(i)
 
-subject to A_i(c) <= max_drop, where S_i(c) is the mean compressed size of the
-cut and A_i(c) the accuracy drop, both measured on calibration data. Edge-only
+subject to A_i(c) + z * SE_i(c) <= max_drop, where S_i(c) is the mean
+compressed size of the cut and A_i(c) the accuracy drop, both measured on
+calibration data, and SE_i(c) the standard error of that drop (from the paired
+per-sample differences). JALAD bounds the measured drop alone, which a small
+calibration set over-fits; the margin (z = 1.645 by default: the bound holds
+with 95% one-sided confidence) keeps the bound on unseen data. Edge-only
 (nothing sent, no drop) is always a candidate. The problem is small (candidates
 x bit widths), so it is solved exactly by enumeration; ``solve_ilp`` states the
 same problem for pulp's CBC, which the tests use as an oracle.
@@ -28,6 +32,7 @@ class Option:
     returned_bytes: float
     drop: float  # A_i(c)
     kind: str = "split"
+    drop_se: float = 0.0  # standard error of A_i(c)
     extra: dict = field(default_factory=dict)
 
     def transfer_ms(self, bandwidth: float, rtt_ms: float) -> float:
@@ -43,25 +48,36 @@ class NoFeasibleOption(ValueError):
     """No option meets the accuracy bound (edge-only always does, so this means none was given)."""
 
 
-def feasible(options: list[Option], max_drop: float) -> list[Option]:
-    return [o for o in options if o.drop <= max_drop + 1e-12]
+CONFIDENCE_Z = 1.645
 
 
-def rank(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: float) -> list[Option]:
+def bounded_drop(option: Option, z: float = CONFIDENCE_Z) -> float:
+    """The drop the bound is checked against: the measured drop plus z standard errors."""
+    return option.drop + z * option.drop_se
+
+
+def feasible(options: list[Option], max_drop: float, z: float = CONFIDENCE_Z) -> list[Option]:
+    return [o for o in options if bounded_drop(o, z) <= max_drop + 1e-12]
+
+
+def rank(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: float,
+         z: float = CONFIDENCE_Z) -> list[Option]:
     """Feasible options, best first (ties: fewer bytes, then fewer bits)."""
-    ok = feasible(options, max_drop)
+    ok = feasible(options, max_drop, z)
     return sorted(ok, key=lambda o: (o.total_ms(bandwidth, rtt_ms), o.sent_bytes, o.bits))
 
 
-def select(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: float) -> Option:
+def select(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: float,
+           z: float = CONFIDENCE_Z) -> Option:
     """The exact optimum by enumeration."""
-    ranked = rank(options, bandwidth, rtt_ms, max_drop)
+    ranked = rank(options, bandwidth, rtt_ms, max_drop, z)
     if not ranked:
         raise NoFeasibleOption(f"no cut meets the accuracy bound {max_drop:.4%}")
     return ranked[0]
 
 
-def solve_ilp(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: float) -> Option:
+def solve_ilp(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: float,
+              z: float = CONFIDENCE_Z) -> Option:
     """The same problem as a 0-1 ILP (one binary per option), solved by pulp's bundled CBC."""
     import pulp
 
@@ -69,7 +85,7 @@ def solve_ilp(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: 
     pick = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(len(options))]
     model += pulp.lpSum(x * o.total_ms(bandwidth, rtt_ms) for x, o in zip(pick, options))
     model += pulp.lpSum(pick) == 1
-    model += pulp.lpSum(x * o.drop for x, o in zip(pick, options)) <= max_drop + 1e-12
+    model += pulp.lpSum(x * bounded_drop(o, z) for x, o in zip(pick, options)) <= max_drop + 1e-12
     status = model.solve(pulp.PULP_CBC_CMD(msg=False))
     if pulp.LpStatus[status] != "Optimal":
         raise NoFeasibleOption(f"the ILP is {pulp.LpStatus[status]}")

@@ -49,15 +49,15 @@ def write_profile(document: dict, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def run_profile(model: Path, out: Path, runs: int, threads: int, warmup: int, input_shapes: dict,
-                provider: str, name: str | None, console: Console, quiet: bool) -> dict:
+def run_profile(model: Path, out: Path, console: Console, quiet: bool, *, runs: int, warmup: int, threads: int,
+                min_seconds: float, input_shapes: dict, provider: str, name: str | None) -> dict:
     """Profile ``model`` here and write the profile to ``out``; returns a short summary."""
     if not str(out).lower().endswith(".json"):
         raise ProfileError(f"profile output {out}: the file name must end in .json (that is how --target knows it)")
-    if runs < 1 or warmup < 0 or threads < 0:
-        raise ProfileError("--runs must be at least 1, --warmup and --threads at least 0")
+    if runs < 1 or warmup < 0 or threads < 0 or min_seconds < 0:
+        raise ProfileError("profile: --runs must be at least 1; --warmup, --threads and --min-time at least 0")
     config = dict(runs=runs, threads=threads, warmup=warmup, input_shapes=input_shapes, provider=provider,
-                  name=name or out.stem)
+                  name=name or out.stem, min_seconds=min_seconds)
     if quiet:
         document = profile_model(model, **config)
     else:

@@ -13,8 +13,8 @@ from splitc.ir.graph import Graph
 from splitc.profiling.fusion import fused_groups, share_by_flops
 from splitc.profiling.kernels import profile_kernels
 from splitc.profiling.machine import machine_facts
-from splitc.profiling.schema import SCHEMA
-from splitc.profiling.timing import DEFAULT_PROVIDER, Stats, random_feeds, time_model
+from splitc.profiling.schema import SCHEMA, ProfileError
+from splitc.profiling.timing import DEFAULT_PROVIDER, MIN_SECONDS, Stats, random_feeds, time_model
 
 
 class Reporter(Protocol):
@@ -35,23 +35,30 @@ class _Silent:
 
 def profile_model(model: str | Path | onnx.ModelProto, runs: int = 50, threads: int = 0, warmup: int = 5,
                   input_shapes: dict[str, tuple[int, ...]] | None = None, provider: str = DEFAULT_PROVIDER,
-                  name: str | None = None, reporter: Reporter | None = None) -> dict:
+                  name: str | None = None, reporter: Reporter | None = None,
+                  min_seconds: float = MIN_SECONDS) -> dict:
     """Measure ``model`` with onnxruntime here: per-node times, prefix/suffix times, machine facts.
 
     Returns the profile document (``splitc.profile/1``). ``threads=0`` keeps
-    onnxruntime's default thread count; 1 gives the steadiest numbers.
+    onnxruntime's default thread count; 1 gives the steadiest numbers. Each
+    timing takes at least ``runs`` runs and ``min_seconds``.
     """
     from splitc.api import analyse
 
+    import onnxruntime as ort
+
+    if provider not in ort.get_available_providers():
+        raise ProfileError(f"profile: execution provider {provider!r} is not available here "
+                           f"(available: {', '.join(ort.get_available_providers())})")
     report = reporter or _Silent()
     analysis = analyse(model, input_shapes=input_shapes)
     graph = analysis.graph
     feeds = random_feeds(graph.inputs)
     config = dict(runs=runs, warmup=warmup, threads=threads, provider=provider)
     report.stage("whole model", runs)
-    whole = time_model(graph.model, feeds, tick=report.advance, **config)[0]
+    whole = time_model(graph.model, feeds, tick=report.advance, min_seconds=min_seconds, **config)[0]
     nodes, groups = measure_nodes(graph, feeds, whole, report, **config)
-    segments = _segment_times(analysis, feeds, report, **config)
+    segments = _segment_times(analysis, feeds, report, min_seconds=min_seconds, **config)
     report.stage("machine microbenchmarks", 1)
     machine = machine_facts(threads, provider)
     report.advance()

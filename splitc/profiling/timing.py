@@ -74,13 +74,13 @@ def time_runs(run: Callable[[], object], runs: int, warmup: int,
 
 
 def time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int, warmup: int,
-               threads: int = 0, provider: str = DEFAULT_PROVIDER,
-               tick: Callable[[], None] | None = None) -> tuple[Stats, dict[str, np.ndarray]]:
+               threads: int = 0, provider: str = DEFAULT_PROVIDER, tick: Callable[[], None] | None = None,
+               min_seconds: float = MIN_SECONDS) -> tuple[Stats, dict[str, np.ndarray]]:
     """Latency of one model in a fresh session (profiling off), and its outputs."""
     session = make_session(model, session_options(threads), provider)
     names = [o.name for o in session.get_outputs()]
     feed = {i.name: feeds[i.name] for i in session.get_inputs()}
-    stats = time_runs(lambda: session.run(names, feed), runs, warmup, tick)
+    stats = time_runs(lambda: session.run(names, feed), runs, warmup, tick, min_seconds)
     return stats, dict(zip(names, session.run(names, feed)))
 
 

@@ -2,11 +2,12 @@
 
 Every kernel is a single-threaded loop compiled by numba. Array indices are
 unsigned so that LLVM merges the byte loads/stores of a 64-bit big-endian word
-into one load/store plus a byte swap. ``boundscheck`` is off: the decoder
-checks every position it reads or writes against limits computed from the
-frame, and its input buffer carries ``PAD`` zero bytes past the payload.
-The decoder checks positions at each chunk's end (not per token), which the
-padding makes safe.
+into one load/store plus a byte swap. ``boundscheck`` is off, so memory
+safety rests on the callers and on the decoder's own checks: it writes a
+symbol only below its chunk's end, reads a table entry only through a masked
+index, and reads the payload at most ``PAD`` bytes past a chunk's start (a
+chunk stops after at most 2**15 tokens of at most 28 bits); the caller pads
+the payload with ``PAD`` zero bytes. Overruns are reported when a chunk ends.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ I = np.int64
 # its end, after at most 2**15 tokens of at most 28 bits (+ one 8-byte peek).
 PAD = (1 << 15) * 28 // 8 + 16
 
+# Status codes (shared with codec_numpy). This decoder reports a bit pattern
+# that is no code as RUN_OVERFLOW: its table entry is a run longer than a chunk.
 OK, BAD_CODE, OVERRUN, RUN_OVERFLOW, BAD_END = 0, 1, 2, 3, 4
 
 _njit = numba.njit(cache=True, nogil=True, boundscheck=False)

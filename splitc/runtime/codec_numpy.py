@@ -94,15 +94,23 @@ def emit(tok, tok_end, table):
 
 
 def _pack(value, nbits, position, nbytes):
-    """OR each value (nbits wide) into a big-endian bitstream at its bit position."""
+    """OR each value (nbits wide) into a big-endian bitstream at its (increasing) bit position."""
     words = np.zeros(nbytes // 8 + 2, _U64)
     aligned = value.astype(_U64) << (64 - nbits).astype(_U64)
     offset = (position & 63).astype(_U64)
     word = position >> 6
-    np.bitwise_or.at(words, word, aligned >> offset)
+    _or_sorted(words, word, aligned >> offset)
     spill = (position & 63) + nbits > 64
-    np.bitwise_or.at(words, word[spill] + 1, aligned[spill] << (_U64(64) - offset[spill]))
+    _or_sorted(words, word[spill] + 1, aligned[spill] << (_U64(64) - offset[spill]))
     return words.astype(">u8").view(np.uint8)[:nbytes].copy()
+
+
+def _or_sorted(words, index, bits):
+    """``words[index] |= bits`` for a sorted ``index`` with repeats (bits do not overlap)."""
+    if index.size == 0:
+        return
+    first = np.flatnonzero(np.diff(index, prepend=-1))
+    words[index[first]] |= np.bitwise_or.reduceat(bits, first)
 
 
 def _load_be(buf, byte):

@@ -1,0 +1,198 @@
+"""Quantized cuts: Q/DQ insertion, the codec ops, calibration, joint (cut, bits) selection, accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from onnx.reference import ReferenceEvaluator
+
+import splitc
+from splitc import zoo
+from splitc.backends.stitched import HUFFMAN_OPS, stitched_model
+from splitc.joint import EncodingOptions, choose
+from splitc.passes import qdq
+from splitc.passes.cost import RooflineCostModel
+from splitc.passes.select_bits import Option, select, solve_ilp
+from splitc.runtime import Pipeline
+from splitc.targets import Target
+from tests.conftest import random_feeds, run_model
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "digits"
+DIGITS = EXAMPLES / "digits_cnn.onnx"
+CALIB = EXAMPLES / "calib.npz"
+TEST = EXAMPLES / "test.npz"
+MID = "/features/features.2/Relu_output_0"
+# A slow microcontroller-class device: on it, sending the digits model's work to the cloud pays.
+MCU = RooflineCostModel(Target("mcu", "edge", "slow microcontroller", 2e8, 1e8, 0.5, 50.0, "tests"))
+
+
+@pytest.fixture(scope="module")
+def resnet_split():
+    model = zoo.build("resnet_blocks")
+    return model, splitc.analyse(model).split(["block2/relu"])
+
+
+def _quantized_halves(split, enc: qdq.Encoding):
+    edge, cloud = onnx.ModelProto(), onnx.ModelProto()
+    edge.CopyFrom(split.edge_model)
+    cloud.CopyFrom(split.cloud_model)
+    qdq.insert_quantize(edge, [enc])
+    qdq.insert_dequantize(cloud, [enc])
+    return edge, cloud
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("axis", [None, 1])
+def test_onnx_quantizer_equals_simulation_bit_for_bit(resnet_split, bits: int, axis) -> None:
+    model, split = resnet_split
+    enc = qdq.Encoding("block2/relu", bits, axis, "huffman")
+    edge, cloud = _quantized_halves(split, enc)
+    onnx.checker.check_model(edge, full_check=True)
+    onnx.checker.check_model(cloud, full_check=True)
+    feeds = random_feeds(model, seed=bits)
+    raw = run_model(split.edge_model, feeds)["block2/relu"]
+    wire = run_model(edge, feeds)
+    q, lo, hi = qdq.simulate(raw, enc)
+    np.testing.assert_array_equal(wire["block2/relu.q"], q)
+    np.testing.assert_array_equal(wire["block2/relu.min"], lo)
+    np.testing.assert_array_equal(wire["block2/relu.max"], hi)
+    assert wire["block2/relu.q"].dtype == np.uint8 and int(q.max()) <= (1 << bits) - 1
+    rebuilt = run_model(cloud, {n: wire[n] for n in enc.wire_names()})
+    expected = run_model(split.cloud_model, {"block2/relu": qdq.round_trip(raw, enc)})
+    np.testing.assert_array_equal(rebuilt["logits"], expected["logits"])
+
+
+def test_constant_tensor_does_not_divide_by_zero(resnet_split) -> None:
+    _, split = resnet_split
+    enc = qdq.Encoding("block2/relu", 4)
+    x = np.full((1, 32, 16, 16), 3.25, np.float32)
+    q, lo, hi = qdq.simulate(x, enc)
+    assert not q.any() and lo == hi == np.float32(3.25)
+    np.testing.assert_array_equal(qdq.round_trip(x, enc), x)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=4, max_side=6),
+               elements=st.floats(-1e4, 1e4, width=32)),
+    st.integers(1, 8),
+    st.booleans(),
+)
+def test_quantization_error_is_at_most_half_a_step(x: np.ndarray, bits: int, per_channel: bool) -> None:
+    enc = qdq.Encoding("t", bits, 1 if per_channel else None)
+    back = qdq.round_trip(x, enc)
+    axes = None if not per_channel else tuple(i for i in range(x.ndim) if i != 1)
+    span = (x.max(axis=axes, keepdims=per_channel).astype(np.float64)
+            - x.min(axis=axes, keepdims=per_channel).astype(np.float64))
+    step = span / ((1 << bits) - 1)
+    slack = 1e-5 * (np.abs(x).max() + 1)  # float32 rounding in the quantizer and dequantizer
+    assert np.all(np.abs(back.astype(np.float64) - x) <= step / 2 + slack)
+
+
+def test_reference_evaluator_stitched_graph_equals_runtime_codec(tmp_path: Path) -> None:
+    analysis = splitc.analyse(DIGITS)
+    for per_channel in (False, True):
+        choice = choose(analysis, EncodingOptions(4, "huffman", 0.01, CALIB, per_channel=per_channel), [MID])
+        split = analysis.split(choice=choice)
+        out = split.save(tmp_path / f"out{per_channel}")
+        books = {c["tensor"]: (out / c["codec"]["codebook"]).read_bytes() for c in split.plan["cut"]}
+        stitched = stitched_model(split.edge_model, split.cloud_model, split.plan, books)
+        assert {n.op_type for n in stitched.graph.node if n.domain == "ai.splitc"} == {"HuffmanEncode", "HuffmanDecode"}
+        evaluator = ReferenceEvaluator(stitched, new_ops=HUFFMAN_OPS)
+        pipeline = Pipeline(out)
+        for x in np.load(TEST)["image"][:5]:
+            names = [o.name for o in stitched.graph.output]
+            reference = dict(zip(names, evaluator.run(None, {"image": x[None]})))
+            runtime = pipeline.run({"image": x[None]})
+            assert reference[f"{MID}.frame"].tobytes() == pipeline.last_frames[0]
+            np.testing.assert_allclose(reference["logits"], runtime["logits"], rtol=1e-4, atol=1e-5)
+
+
+def _random_options(rng: np.random.Generator) -> list[Option]:
+    options = [Option((), 32, float(rng.uniform(1, 50)), 0.0, 0.0, 0.0, 0.0, "edge-only")]
+    for i in range(int(rng.integers(1, 6))):
+        edge, cloud = rng.uniform(0, 20), rng.uniform(0, 5)
+        for bits in (1, 2, 4, 8, 16, 32):
+            size = rng.uniform(10, 1e5) * bits / 8
+            drop = 0.0 if bits >= 16 else float(rng.uniform(0, 0.05) / bits)
+            options.append(Option((f"t{i}",), bits, edge, cloud, size, rng.uniform(0, 100), drop))
+    return options
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_selection_equals_pulp_ilp(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    options = _random_options(rng)
+    bandwidth, rtt, bound = rng.uniform(1e4, 1e7), rng.uniform(0, 50), rng.choice([0.0, 0.005, 0.01, 0.05])
+    best = select(options, bandwidth, rtt, bound)
+    ilp = solve_ilp(options, bandwidth, rtt, bound)
+    assert ilp.total_ms(bandwidth, rtt) == pytest.approx(best.total_ms(bandwidth, rtt), rel=1e-9)
+    assert best.drop <= bound + 1e-12
+
+
+def _held_out_drop(split, out: Path) -> float:
+    data = np.load(TEST)
+    pipeline = Pipeline(out)
+    float_ok = split_ok = 0
+    for x, label in zip(data["image"], data["labels"]):
+        float_ok += run_model(split.graph.model, {"image": x[None]})["logits"].argmax() == label
+        split_ok += pipeline.run({"image": x[None]})["logits"].argmax() == label
+    return (float_ok - split_ok) / len(data["labels"])
+
+
+@pytest.mark.parametrize("cut", [None, [MID]], ids=["optimal", "forced-mid"])
+def test_digits_accuracy_bound_holds_on_held_out_split(tmp_path: Path, cut) -> None:
+    split = splitc.compile(DIGITS, target=MCU, bandwidth="1Mbps", rtt="5ms", bits="auto", calib=CALIB,
+                           max_drop=0.01, cut=cut)
+    assert split.plan["kind"] != "edge-only"
+    (entry,) = split.plan["cut"]
+    assert entry["bits"] <= 8 and entry["codec"]["name"] == "huffman"
+    assert split.plan["selection"]["accuracy_checked"] is True
+    out = split.save(tmp_path / "out")
+    measured = _held_out_drop(split, out)
+    assert measured <= 0.01
+    assert abs(entry["predicted_drop"] - measured) <= 0.01
+
+
+def test_without_calibration_auto_uses_8_bits_and_warns() -> None:
+    with pytest.warns(UserWarning, match="accuracy bound was NOT checked"):
+        split = splitc.compile(DIGITS, target=MCU, bandwidth="1Mbps", bits="auto", cut=[MID])
+    assert split.plan["cut"][0]["bits"] == 8
+    assert split.plan["selection"]["accuracy_checked"] is False
+
+
+def test_calibration_table_is_cached_next_to_the_output(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    first = splitc.compile(DIGITS, target=MCU, bandwidth="1Mbps", calib=CALIB)
+    first.save(out)
+    table = json.loads((out / "calibration.json").read_text())
+    assert table["metric"] == "top1" and table["entries"]
+
+    from splitc.passes import calibrate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cached table should have been used")
+
+    monkeypatch.setattr(calibrate, "measure", refuse)
+    second = splitc.compile(DIGITS, target=MCU, bandwidth="300KBps", calib=CALIB, cache_dir=out)
+    assert second.plan["selection"]["float_score"] == first.plan["selection"]["float_score"]
+
+
+def test_fixed_bits_and_raw_widths(tmp_path: Path) -> None:
+    analysis = splitc.analyse(DIGITS, target=MCU, bandwidth="1Mbps")
+    x = np.load(EXAMPLES / "sample.npy")
+    expected = run_model(analysis.graph.model, {"image": x})["logits"]
+    for bits, tolerance in ((32, 0.0), (16, 1e-2)):
+        choice = choose(analysis, EncodingOptions(bits, "huffman", 0.01, CALIB), [MID])
+        split = analysis.split(choice=choice)
+        out = split.save(tmp_path / f"b{bits}")
+        got = Pipeline(out).run({"image": x})["logits"]
+        np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance + 1e-6)
+        assert split.plan["cut"][0]["bits"] == bits
