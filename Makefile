@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXAMPLE := examples/resnet_blocks.onnx
+EXAMPLE := examples/digits/digits_cnn.onnx
+CALIB := examples/digits/calib.npz
 
 .PHONY: install run test bench clean
 
@@ -15,8 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/splitc $(EXAMPLE) --target raspberry-pi-4 --cloud t4 --bw 5Mbps --rtt 20ms -o out/
-	$(BIN)/splitc run out/ --input examples/input.npy
+	$(BIN)/splitc $(EXAMPLE) --target raspberry-pi-4 --cloud t4 --bw 5Mbps --rtt 20ms --calib $(CALIB) -o out/
+	$(BIN)/splitc run out/ --input examples/digits/sample.npy
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 --timeout 900

@@ -126,6 +126,7 @@ def compile(
     metric: str = "auto",
     per_channel: bool = False,
     cache_dir: str | Path | None = None,
+    preprocess: str | None = None,
 ) -> CompiledSplit:
     """Split ``model`` between an edge device and a cloud server.
 
@@ -139,13 +140,15 @@ def compile(
     raw float32) or ``"auto"``: then the cut and the width are chosen together
     so that the accuracy drop measured on ``calib`` (an ``.npz`` keyed by input
     names, optionally with ``labels``) stays within ``max_drop`` (a fraction).
-    ``codec`` is ``"huffman"`` or ``"none"``; ``cache_dir`` holds an earlier
-    output whose calibration tables may be reused.
+    ``calib`` may also be a folder of images, prepared as ``preprocess`` says
+    (see ``splitc.passes.calib_images``). ``codec`` is ``"huffman"`` or
+    ``"none"``; ``cache_dir`` holds an earlier output whose calibration tables
+    may be reused.
     """
     analysis = analyse(model, target, cloud, bandwidth, rtt, input_shapes, progress)
     step = progress or (lambda _stage: None)
     options = EncodingOptions(bits, codec, max_drop, calib, metric, per_channel,
-                              Path(cache_dir) if cache_dir else None)
+                              Path(cache_dir) if cache_dir else None, preprocess)
     choice = None
     if bits != 32 or calib is not None:
         choice = choose(analysis, options, cut, progress)

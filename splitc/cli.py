@@ -72,6 +72,9 @@ def compile_command(
     max_drop: str = typer.Option("1%", "--max-drop", help="Largest accepted accuracy drop: 1% or 0.01."),
     metric: str = typer.Option("auto", "--metric", help="Accuracy metric: auto, top1 (classifiers) or rel-l2."),
     per_channel: bool = typer.Option(False, "--per-channel", help="Quantize with a min/max per channel."),
+    preprocess: Optional[str] = typer.Option(
+        None, "--preprocess", help="For a --calib folder of images: mean=a/b/c,std=a/b/c,layout=nchw|nhwc,scale=255."
+    ),
 ) -> None:
     """Split MODEL between an edge device and the cloud and write the halves to -o."""
     from splitc.api import compile as compile_model
@@ -84,7 +87,7 @@ def compile_command(
             model, target=target, cloud=cloud, bandwidth=bw, rtt=rtt,
             input_shapes=_shapes(input_shape), cut=_cut(cut), progress=step,
             bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop), metric=metric,
-            per_channel=per_channel, cache_dir=out if out.is_dir() else None,
+            per_channel=per_channel, cache_dir=out if out.is_dir() else None, preprocess=preprocess,
         )
         step("writing the output directory")
         split.save(out)

@@ -42,6 +42,7 @@ class EncodingOptions:
     metric: str = "auto"
     per_channel: bool = False
     cache_dir: Path | None = None
+    preprocess: str | None = None
 
     def bit_choices(self) -> list[int]:
         if self.bits == "auto":
@@ -147,7 +148,7 @@ def _calibrate(analysis, options, cuts, bits):
     graph = analysis.graph
     inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
     outputs = [{"name": v.name, "shape": list(v.shape or [])} for v in graph.outputs]
-    calib = calibrate.load_npz(options.calib, inputs)
+    calib = calibrate.load(options.calib, inputs, options.preprocess)
     metric = calibrate.choose_metric(options.metric, outputs, calib.labels is not None)
     measured_cuts = [c for c in cuts if c]
     tensors = sorted({t for c in measured_cuts for t in c})
@@ -186,7 +187,7 @@ def _codebooks(analysis, options: EncodingOptions, encodings: list[Encoding]) ->
         return {}
     graph = analysis.graph
     inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
-    calib = calibrate.load_npz(options.calib, inputs)
+    calib = calibrate.load(options.calib, inputs, options.preprocess)
     types = {e.tensor: (graph.values[e.tensor].shape, graph.values[e.tensor].dtype) for e in chosen}
     meas = calibrate.run_probe(graph.model, list(types), types, calib)
     return {e.tensor: calibrate.train_codebook([a[e.tensor] for a in meas.activations], e) for e in chosen}

@@ -51,15 +51,19 @@ def print_compile_report(console: Console, split, out: Path) -> None:
         f"link {format_bandwidth(link['bandwidth_Bps'])} / {link['rtt_ms']:g} ms RTT"
     )
     cut = Table(title=f"Chosen split: {plan['kind']}" + (" (forced)" if plan["forced"] else ""))
-    for column in ("tensor", "shape", "dtype", "size", "producer"):
+    for column in ("tensor", "shape", "dtype", "raw size", "bits", "codec", "on the wire", "producer"):
         cut.add_column(column)
     for entry in plan["cut"]:
         cut.add_row(entry["tensor"], "x".join(map(str, entry["shape"])), entry["dtype"], _size(entry["bytes"]),
+                    str(entry["bits"]), entry["codec"]["name"], _size(entry["predicted_bytes"]),
                     entry["producer"] or "(model input)")
     if not plan["cut"]:
         cut.add_row("(nothing is sent)", "", "", "", "")
     console.print(cut)
-    console.print(_alternatives_table(plan))
+    if plan.get("selection"):
+        console.print(_selection_table(plan))
+    else:
+        console.print(_alternatives_table(plan))
     console.print(_breakdown_table(plan))
     console.print(f"partitioned in {plan['solve_ms']:.2f} ms; wrote [green]{out}[/]")
 
@@ -72,6 +76,21 @@ def _alternatives_table(plan: dict) -> Table:
     for rank, alt in enumerate(plan["alternatives"], 1):
         table.add_row(str(rank), alt["kind"], _names(alt["cut"]), f"{alt['edge_ms']:.2f}", f"{alt['transfer_ms']:.2f}",
                       f"{alt['cloud_ms']:.2f}", f"{alt['total_ms']:.2f}", f"{alt['total_ms'] / chosen:.2f}x")
+    return table
+
+
+def _selection_table(plan: dict) -> Table:
+    sel = plan["selection"]
+    checked = "measured on calibration data" if sel["accuracy_checked"] else "NOT checked: no calibration data"
+    table = Table(title=f"Joint (cut, bits) choice within a {sel['max_drop']:.2%} accuracy drop ({checked})")
+    for column in ("#", "kind", "cut", "bits", "bytes", "drop", "edge ms", "transfer ms", "cloud ms", "total ms"):
+        table.add_column(column, justify="left" if column in ("kind", "cut") else "right")
+    for rank, option in enumerate([sel["chosen"], *sel["runners_up"]], 1):
+        drop = f"{option['drop']:.2%} ± {option.get('drop_se', 0.0):.2%}"
+        style = "bold" if rank == 1 else ""
+        table.add_row(str(rank), option["kind"], _names(option["cut"]), str(option["bits"]),
+                      _size(option["bytes"]), drop, f"{option['edge_ms']:.2f}", f"{option['transfer_ms']:.2f}",
+                      f"{option['cloud_ms']:.2f}", f"{option['total_ms']:.2f}", style=style)
     return table
 
 

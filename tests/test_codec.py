@@ -54,10 +54,8 @@ def book_for(bits):
 
 def vector_inputs():
     """The inputs of the test vectors in docs/wire-format.md (name -> (frame, codebook))."""
-    book = C.Codebook.train(
-        [np.array([0, 0, 0, 1, 0, 0, 2, 0, 0, 0, 0, 3, 1, 0], np.uint8), np.array([0, 0, 1, 1] + [0] * 8 + [2], np.uint8)],
-        2,
-    )
+    samples = [[0, 0, 0, 1, 0, 0, 2, 0, 0, 0, 0, 3, 1, 0], [0, 0, 1, 1] + [0] * 8 + [2]]
+    book = C.Codebook.train([np.array(s, np.uint8) for s in samples], 2)
     channels = np.array([[0.0, 1.0, 2.0], [10.0, 10.0, 40.0]], np.float32)
     q4, lo4, hi4 = C.quantize(channels, 4, per_channel_axis=0)
     constant, clo, chi = C.quantize(np.full((2, 2), 0.5, np.float32), 4)
@@ -67,7 +65,7 @@ def vector_inputs():
         "v2-constant": (C.encode(constant, 4, clo, chi), None),
         "v3-raw-float32": (C.encode(np.array([1.5, -2.0, 0.25], np.float32), 32), None),
         "v4-per-channel": (C.encode(q4, 4, lo4, hi4, per_channel_axis=0), None),
-        "v5-static": (C.encode(np.array([0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 0, 0], np.uint8), 2, 0.0, 3.0, codebook=book), book),
+        "v5-static": (C.encode(np.array([0, 0, 0, 0, 1, 0, 0, 2] + [0] * 4, np.uint8), 2, 0.0, 3.0, codebook=book), book),
         "v5-codebook": (book.to_bytes(), None),
         "v6-delta": (C.encode(ramp, 4, 0.0, 1.0), None),
     }

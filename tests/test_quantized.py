@@ -196,3 +196,53 @@ def test_fixed_bits_and_raw_widths(tmp_path: Path) -> None:
         got = Pipeline(out).run({"image": x})["logits"]
         np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance + 1e-6)
         assert split.plan["cut"][0]["bits"] == bits
+
+
+def test_calibration_from_an_image_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from splitc.passes.calibrate import load
+
+    data = np.load(TEST)
+    for i, (x, label) in enumerate(zip(data["image"][:12], data["labels"][:12])):
+        (tmp_path / str(label)).mkdir(exist_ok=True)
+        Image.fromarray(np.round(x[0] * 255).astype(np.uint8)).save(tmp_path / str(label) / f"{i:02d}.png")
+    spec = [{"name": "image", "shape": [1, 1, 8, 8], "dtype": "float32"}]
+    calib = load(tmp_path, spec, "mean=0.5,std=0.25")
+    assert len(calib.samples) == 12
+    files = sorted(p for p in tmp_path.rglob("*.png"))
+    for sample, path, label in zip(calib.samples, files, calib.labels):
+        index = int(path.stem)
+        expected = (np.round(data["image"][index] * 255) / 255 - 0.5) / 0.25
+        np.testing.assert_allclose(sample["image"][0], expected, atol=1e-6)
+        assert label == data["labels"][index]
+    split = splitc.compile(DIGITS, target=MCU, bandwidth="1Mbps", calib=tmp_path, preprocess="scale=255")
+    assert split.plan["selection"]["accuracy_checked"]
+
+
+def test_cli_quantization_flags(tmp_path: Path) -> None:
+    from tests.test_cli import splitc_cli
+
+    out = tmp_path / "out"
+    result = splitc_cli(str(DIGITS), "--target", "raspberry-pi-4", "--cut", MID, "--bits", "auto", "--calib",
+                        str(CALIB), "--max-drop", "0.5%", "--metric", "top1", "--per-channel", "--codec", "huffman",
+                        "--json", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    plan = json.loads((out / "plan.json").read_text())
+    (entry,) = plan["cut"]
+    assert entry["axis"] == 1 and entry["bits"] <= 8 and entry["codec"]["name"] == "huffman"
+    assert plan["selection"]["max_drop"] == pytest.approx(0.005)
+    assert (out / entry["codec"]["codebook"]).is_file() and (out / "calibration.json").is_file()
+    ran = splitc_cli("run", str(out), "--input", str(EXAMPLES / "sample.npy"), "--local")
+    assert ran.returncode == 0, ran.stderr
+    for args, message in [(["--bits", "12"], "--bits must be auto, 1..8, 16 or 32"),
+                          (["--max-drop", "lots"], "bad fraction 'lots'"),
+                          (["--codec", "zip"], "--codec must be huffman or none"),
+                          (["--metric", "f1", "--calib", str(CALIB)], "unknown --metric 'f1'"),
+                          (["--calib", str(tmp_path / "nope.npz")], "no such file"),
+                          (["--calib", str(TEST.parent / "sample.npy")], "not a readable .npz")]:
+        bad = splitc_cli(str(DIGITS), *args, "-o", str(tmp_path / "bad"))
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+        assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+    warned = splitc_cli(str(DIGITS), "--cut", MID, "--json", "-o", str(tmp_path / "w"))
+    assert warned.returncode == 0 and "accuracy bound was NOT checked" in warned.stderr

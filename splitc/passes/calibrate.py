@@ -46,13 +46,25 @@ class CalibrationSet:
     sha256: str
 
 
+def load(path: str | Path, inputs: list[dict], preprocess: str | None = None) -> CalibrationSet:
+    """Calibration data from an ``.npz`` or a folder of images (see ``calib_images``)."""
+    if Path(path).is_dir():
+        from splitc.passes.calib_images import Preprocess, load_folder
+
+        return load_folder(path, inputs, Preprocess.parse(preprocess))
+    return load_npz(path, inputs)
+
+
 def load_npz(path: str | Path, inputs: list[dict]) -> CalibrationSet:
     """Read an ``.npz`` keyed by the model's input names (plus optional ``labels``)."""
     path = Path(path)
     if not path.is_file():
         raise CalibrationError(f"--calib {path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not named arrays")
+        with data:
             arrays = {k: data[k] for k in data.files}
     except (ValueError, OSError) as exc:
         raise CalibrationError(f"--calib {path}: not a readable .npz file ({exc})") from exc

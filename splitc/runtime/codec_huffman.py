@@ -20,18 +20,13 @@ import numpy as np
 
 try:  # numba is optional: without it these helpers run as plain Python.
     import numba
-
-    def jit(fn):
-        return numba.njit(cache=True, nogil=True)(fn)
-
-    HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-    def jit(fn):
-        return fn
 
-    HAVE_NUMBA = False
+def jit(fn):
+    """Compile with numba when it is installed; else keep the Python function."""
+    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
 
 MAX_CODE_LEN = 15  # longest Huffman code, so a code length fits in a nibble
 RUN_CLASSES = 32  # run classes cover runs of 1 .. 2**15 symbols
