@@ -68,6 +68,7 @@ def vector_inputs():
         "v5-static": (C.encode(np.array([0, 0, 0, 0, 1, 0, 0, 2] + [0] * 4, np.uint8), 2, 0.0, 3.0, codebook=book), book),
         "v5-codebook": (book.to_bytes(), None),
         "v6-delta": (C.encode(ramp, 4, 0.0, 1.0), None),
+        "v7-packed": (C.encode(np.array([[0, 1, 2], [3, 0, 1]], np.uint8), 2, -1.0, 1.0, coder="none"), None),
     }
 
 
@@ -99,6 +100,7 @@ def test_doc_vectors_decode_and_reencode(be):
                 codebook=book if meta.mode == "static" else None,
                 dtype=meta.dtype, per_channel_axis=meta.per_channel_axis,
                 chunk_log2=meta.chunk_log2 or C.DEFAULT_CHUNK_LOG2,
+                coder="none" if meta.mode == "packed" else "huffman",
             )
             assert again == data, name
     q, meta = C.decode(vectors["v1-c2-embedded"])
@@ -243,9 +245,11 @@ finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)
 
 
 def error_bound(lo, hi, bits):
-    step = (np.float64(hi) - np.float64(lo)) / ((1 << bits) - 1)
+    """Half a step, plus float32 rounding; a range under 1e-30 counts as constant (error up to the range)."""
+    span = np.float64(hi) - np.float64(lo)
+    step = span / ((1 << bits) - 1)
     slack = 4 * np.finfo(np.float32).eps * np.maximum(np.abs(lo), np.abs(hi))
-    return step / 2 * (1 + 1e-9) + slack
+    return np.where(span < 1e-30, span, step / 2) * (1 + 1e-9) + slack
 
 
 @settings(max_examples=150, deadline=None)
@@ -572,3 +576,22 @@ def test_fuzz_mutated_frames(be):
 
     with backend(be):
         run()
+
+
+@settings(max_examples=100, deadline=None)
+@given(hnp.arrays(np.uint8, hnp.array_shapes(min_dims=0, max_dims=3, max_side=12)), st.integers(1, 8))
+def test_packed_mode_round_trip(q, bits):
+    q = q & np.uint8((1 << bits) - 1)
+    frame = C.encode(q, bits, 0.0, 1.0, coder="none")
+    got, meta = C.decode(frame)
+    assert np.array_equal(got, q)
+    if q.size:
+        assert meta.mode == "packed" and meta.payload_bytes == (q.size * bits + 7) // 8
+
+
+def test_packed_mode_rejects_a_short_payload():
+    frame = bytearray(C.encode(np.arange(8, dtype=np.uint8), 3, 0.0, 1.0, coder="none"))
+    frame[-5:-1] = frame[-4:]  # drop one payload byte but keep the frame self-consistent
+    frame = bytes(frame[:-1])
+    with pytest.raises(C.CodecError):
+        C.decode(frame)

@@ -246,3 +246,20 @@ def test_cli_quantization_flags(tmp_path: Path) -> None:
         assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
     warned = splitc_cli(str(DIGITS), "--cut", MID, "--json", "-o", str(tmp_path / "w"))
     assert warned.returncode == 0 and "accuracy bound was NOT checked" in warned.stderr
+
+
+def test_codec_none_packs_the_same_symbols(tmp_path: Path) -> None:
+    """--codec none sends bit-packed symbols: same outputs as Huffman, a bigger frame."""
+    from splitc.runtime import codec
+
+    analysis = splitc.analyse(DIGITS)
+    x = np.load(EXAMPLES / "sample.npy")
+    results = {}
+    for name in ("none", "huffman"):
+        split = analysis.split(choice=choose(analysis, EncodingOptions(4, name, 0.01, CALIB), [MID]))
+        pipeline = Pipeline(split.save(tmp_path / name))
+        results[name] = (pipeline.run({"image": x})["logits"], pipeline.last_frames[0])
+    np.testing.assert_array_equal(results["none"][0], results["huffman"][0])
+    assert codec.decode(results["none"][1])[1].mode == "packed"
+    assert len(results["none"][1]) == 20 + 4 * 4 + 8 + 4 + 16 * 8 * 8 * 4 // 8
+    assert len(results["huffman"][1]) < len(results["none"][1])

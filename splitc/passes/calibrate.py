@@ -222,7 +222,7 @@ def frame_bytes(arrays: list[np.ndarray], enc: Encoding, book: codec.Codebook | 
         else:
             q, lo, hi = simulate(x, enc)
             sizes.append(len(codec.encode(q, enc.bits, _flat(lo), _flat(hi), codebook=book,
-                                          per_channel_axis=enc.axis)))
+                                          per_channel_axis=enc.axis, coder=enc.codec)))
     return float(np.mean(sizes))
 
 

@@ -82,8 +82,10 @@ DEFAULT_CHUNK_LOG2 = 13  # 8192 symbols per chunk
 # lookup tables (2 x 2**12 entries) in the L1 cache, for < 1% larger payloads.
 ENCODE_MAX_CODE_LEN = 12
 
-MODE_RAW, MODE_CONSTANT, MODE_EMBEDDED, MODE_STATIC = 0, 1, 2, 3
-MODE_NAMES = {MODE_RAW: "raw", MODE_CONSTANT: "constant", MODE_EMBEDDED: "embedded", MODE_STATIC: "static"}
+MODE_RAW, MODE_CONSTANT, MODE_EMBEDDED, MODE_STATIC, MODE_PACKED = 0, 1, 2, 3, 4
+MODE_NAMES = {MODE_RAW: "raw", MODE_CONSTANT: "constant", MODE_EMBEDDED: "embedded", MODE_STATIC: "static",
+              MODE_PACKED: "packed"}
+CODERS = ("huffman", "none")
 PER_TENSOR = 0xFF
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 QUANT_BITS = tuple(range(1, 9))
@@ -190,10 +192,11 @@ def _buffer(name: str, size: int, dtype) -> np.ndarray:
 def quantize(x, bits: int, per_channel_axis: int | None = None):
     """Quantize a float tensor to ``bits`` (1..8) bits: returns ``(q, lo, hi)``.
 
-    ``q = rint((x - lo) * (2**bits - 1) / (hi - lo))`` as uint8 in ``[0, 2**bits - 1]``,
-    where ``lo, hi`` are the min and max of ``x`` (as float32), per tensor or, with
-    ``per_channel_axis``, per index along that axis (then ``lo, hi`` are float32
-    arrays). A constant tensor (``hi == lo``) quantizes to zeros.
+    ``q = floor((x - lo) * ((2**bits - 1) / max(hi - lo, 1e-30)) + 0.5)`` as uint8,
+    computed in float32 exactly like the quantizer splitc inserts into edge
+    halves, where ``lo, hi`` are the min and max of ``x`` per tensor or, with
+    ``per_channel_axis``, per index along that axis (then float32 arrays).
+    A constant tensor (``hi == lo``) quantizes to zeros.
     """
     _check_quant_bits(bits)
     x = np.asarray(x, dtype=np.float32)
@@ -202,49 +205,42 @@ def quantize(x, bits: int, per_channel_axis: int | None = None):
     if per_channel_axis is None:
         if x.size == 0:
             return np.zeros(x.shape, np.uint8), np.float32(0), np.float32(0)
-        lo, hi = x.min(), x.max()
-        scale = _scale(np.float64(lo), np.float64(hi), bits)
-        q = np.rint((x.astype(np.float64) - np.float64(lo)) * scale)
-        return np.clip(q, 0, (1 << bits) - 1).astype(np.uint8), np.float32(lo), np.float32(hi)
+        lo, hi = np.float32(x.min()), np.float32(x.max())
+        return _steps(x, lo, hi, bits), lo, hi
     axis = _normalize_axis(per_channel_axis, x.ndim)
     others = tuple(i for i in range(x.ndim) if i != axis)
     if x.size == 0:
         zeros = np.zeros(x.shape[axis], np.float32)
         return np.zeros(x.shape, np.uint8), zeros, zeros.copy()
-    lo = x.min(axis=others)
-    hi = x.max(axis=others)
-    scale = _scale(lo.astype(np.float64), hi.astype(np.float64), bits)
-    q = np.rint((x.astype(np.float64) - _along(lo, axis, x.ndim)) * _along(scale, axis, x.ndim))
-    return np.clip(q, 0, (1 << bits) - 1).astype(np.uint8), lo.astype(np.float32), hi.astype(np.float32)
+    lo = x.min(axis=others).astype(np.float32)
+    hi = x.max(axis=others).astype(np.float32)
+    return _steps(x, _along(lo, axis, x.ndim), _along(hi, axis, x.ndim), bits), lo, hi
+
+
+def _steps(x, lo, hi, bits):
+    levels = np.float32((1 << bits) - 1)
+    scale = levels / np.maximum(hi - lo, np.float32(1e-30))
+    return np.floor((x - lo) * scale + np.float32(0.5)).astype(np.uint8)
 
 
 def dequantize(q, bits: int, lo, hi, per_channel_axis: int | None = None) -> np.ndarray:
-    """Inverse of ``quantize``: ``lo + q * (hi - lo) / (2**bits - 1)`` as float32.
+    """Inverse of ``quantize``: ``q * ((hi - lo) / (2**bits - 1)) + lo`` in float32.
 
     Where ``hi == lo`` the tensor (or channel) is constant and decodes to ``lo``.
     """
     _check_quant_bits(bits)
     q = np.asarray(q)
-    step_div = float((1 << bits) - 1)
+    levels = np.float32((1 << bits) - 1)
     if per_channel_axis is None:
-        lo64, hi64 = float(np.float32(lo)), float(np.float32(hi))
-        table = (lo64 + np.arange(1 << bits) * ((hi64 - lo64) / step_div)).astype(np.float32)
-        return table[q]
+        lo32, hi32 = np.float32(lo), np.float32(hi)
+        return (q.astype(np.float32) * ((hi32 - lo32) / levels) + lo32).astype(np.float32)
     axis = _normalize_axis(per_channel_axis, q.ndim)
-    lo64 = np.asarray(lo, np.float32).astype(np.float64)
-    hi64 = np.asarray(hi, np.float32).astype(np.float64)
-    if lo64.shape != (q.shape[axis],) or hi64.shape != lo64.shape:
+    lo32 = np.asarray(lo, np.float32)
+    hi32 = np.asarray(hi, np.float32)
+    if lo32.shape != (q.shape[axis],) or hi32.shape != lo32.shape:
         raise ValueError(f"per-channel lo/hi need shape ({q.shape[axis]},)")
-    step = (hi64 - lo64) / step_div
-    x = _along(lo64, axis, q.ndim) + q.astype(np.float64) * _along(step, axis, q.ndim)
-    return x.astype(np.float32)
-
-
-def _scale(lo, hi, bits):
-    """(2**bits - 1) / (hi - lo), and 0 where hi == lo (constant)."""
-    span = np.asarray(hi - lo, np.float64)
-    safe = np.where(span > 0, span, 1.0)
-    return np.where(span > 0, ((1 << bits) - 1) / safe, 0.0)
+    step = _along((hi32 - lo32) / levels, axis, q.ndim)
+    return (q.astype(np.float32) * step + _along(lo32, axis, q.ndim)).astype(np.float32)
 
 
 def _along(values, axis, ndim):
@@ -441,6 +437,7 @@ def encode(
     dtype: str = "float32",
     per_channel_axis: int | None = None,
     chunk_log2: int = DEFAULT_CHUNK_LOG2,
+    coder: str = "huffman",
 ) -> bytes:
     """Encode one tensor into a frame (see docs/wire-format.md).
 
@@ -455,7 +452,11 @@ def encode(
     receiver. With a static ``codebook`` (same ``bits``) the frame carries only
     its id, unless a per-message code is smaller, which is then embedded.
     ``chunk_log2`` (8..15) sets the chunk size, 2**chunk_log2 symbols.
+    ``coder="none"`` skips entropy coding: the symbols are bit-packed, ``bits``
+    bits each (packed mode).
     """
+    if coder not in CODERS:
+        raise ValueError(f"coder must be one of {CODERS}, got {coder!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if bits in RAW_BITS:
@@ -470,7 +471,24 @@ def encode(
     head = (bits, dtype, shape, axis, scales)
     if flat.size == 0:
         return _frame(head, MODE_CONSTANT, 0, 0, FILTER_NONE, b"", b"", b"")
+    if coder == "none":
+        return _frame(head, MODE_PACKED, 0, 0, FILTER_NONE, b"", b"", _pack_bits(flat, bits))
     return _encode_huffman(flat, head, codebook, chunk_log2)
+
+
+def _pack_bits(flat: np.ndarray, bits: int) -> bytes:
+    """Each symbol as ``bits`` bits, most significant first, padded with zeros to a byte."""
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint8)
+    return np.packbits(((flat[:, None] >> shifts) & 1).astype(np.uint8)).tobytes()
+
+
+def _unpack_bits(payload, n: int, bits: int) -> np.ndarray:
+    need = (n * bits + 7) // 8
+    if len(payload) != need:
+        raise LengthMismatch(f"packed mode needs {need} payload bytes for {n} symbols, the frame has {len(payload)}")
+    raw = np.unpackbits(np.frombuffer(payload, np.uint8), count=n * bits).reshape(n, bits)
+    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint16)
+    return (raw.astype(np.uint16) @ weights).astype(np.uint8)
 
 
 def encode_tensor(x, bits: int, per_channel_axis: int | None = None, codebook: Codebook | None = None, **kw) -> bytes:
@@ -731,8 +749,10 @@ def _check_fixed(mode, bits, dtype_code, ndim, axis, dominant, chunk_log2, filt,
     if mode in (MODE_EMBEDDED, MODE_STATIC):
         if not hf.MIN_CHUNK_LOG2 <= chunk_log2 <= hf.MAX_CHUNK_LOG2:
             raise BadHeader(f"chunk_log2 {chunk_log2} is outside {hf.MIN_CHUNK_LOG2}..{hf.MAX_CHUNK_LOG2}")
-    elif mode == MODE_CONSTANT and chunk_log2:
-        raise BadHeader("constant mode needs chunk_log2 0")
+    elif mode in (MODE_CONSTANT, MODE_PACKED) and chunk_log2:
+        raise BadHeader(f"{MODE_NAMES[mode]} mode needs chunk_log2 0")
+    if mode == MODE_PACKED and dominant:
+        raise BadHeader("packed mode needs dominant 0")
     if ndim > MAX_NDIM:
         raise ShapeOverflow(f"{ndim} dimensions, at most {MAX_NDIM}")
     if axis != PER_TENSOR and axis >= ndim:
@@ -828,6 +848,8 @@ def decode(data, codebook=None, max_elements: int = DEFAULT_MAX_ELEMENTS):
         if payload_len:
             raise LengthMismatch(f"constant mode carries no payload, found {payload_len} bytes")
         return np.full(shape, dominant, np.uint8), meta
+    if mode == MODE_PACKED:
+        return _unpack_bits(payload, n, bits).reshape(shape), meta
     q = _decode_chunks(payload, chunk_sizes, n, chunk_log2, bits, dominant, len_a, len_b)
     if filt == FILTER_DELTA:
         _kernels.undelta(q, (1 << bits) - 1)

@@ -40,9 +40,9 @@ class CutCodec:
         if bits == 16:
             return codec.encode(at_edge[wire[0]], 16, dtype="float32")
         q, lo, hi = (at_edge[name] for name in wire)
-        axis = entry.get("axis")
+        coder = "huffman" if (entry.get("codec") or {}).get("name") == "huffman" else "none"
         return codec.encode(q, bits, _ranges(lo), _ranges(hi), codebook=self.books.get(entry["tensor"]),
-                            per_channel_axis=axis)
+                            per_channel_axis=entry.get("axis"), coder=coder)
 
     def decode(self, frames: list[bytes]) -> dict[str, np.ndarray]:
         """The cloud half's inputs from the frames (checked against the plan)."""
