@@ -405,7 +405,7 @@ def save_all(directory: str | pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """Float32 standard-normal feeds for every real graph input (initializers skipped).
+    """Standard-normal feeds (in each input's dtype) for every real graph input (initializers skipped).
 
     Unknown/symbolic dimensions are filled with 1.
     """
@@ -417,7 +417,8 @@ def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray
             continue
         dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
                 for d in vi.type.tensor_type.shape.dim]
-        feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        feeds[vi.name] = rng.standard_normal(dims).astype(dtype)
     return feeds
 
 

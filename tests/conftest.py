@@ -10,6 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from splitc import zoo
+
 LIGHT_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
 LIGHT_MODELS = sorted(LIGHT_DIR.glob("light_*.onnx"))
 
@@ -29,18 +31,8 @@ def run_model(model: onnx.ModelProto | str | Path, feeds: dict[str, np.ndarray])
 
 
 def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard-normal float inputs (or small integers) for every real graph input."""
-    rng = np.random.default_rng(seed)
-    weights = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for value in model.graph.input:
-        if value.name in weights:
-            continue
-        tensor = value.type.tensor_type
-        shape = [d.dim_value if d.dim_value > 0 else 1 for d in tensor.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
-        feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-    return feeds
+    """Standard-normal inputs for every real graph input."""
+    return zoo.random_inputs(model, seed)
 
 
 @pytest.fixture

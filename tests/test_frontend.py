@@ -169,3 +169,18 @@ def test_op_without_shape_inference_blocks_costing() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)])
     with pytest.raises(ShapeError, match=r"'m' \(output of node 'mystery', op com.example.Mystery\)"):
         import_model(model)
+
+
+def test_models_over_the_protobuf_limit_are_inferred_on_a_skeleton(monkeypatch) -> None:
+    """Shape inference of a > 2 GB model runs on a copy whose big weights are typed inputs."""
+    from splitc.frontend import shapes
+
+    model = zoo.build("resnet_blocks")
+    expected = import_model(model)
+    monkeypatch.setattr(shapes, "_TWO_GB", 10_000)
+    monkeypatch.setattr(shapes, "_BIG_WEIGHT", 1_000)
+    skeleton = shapes._skeleton(model)
+    assert len(skeleton.graph.initializer) < len(model.graph.initializer)
+    graph = import_model(model)
+    assert {n: v.shape for n, v in graph.values.items()} == {n: v.shape for n, v in expected.values.items()}
+    assert len(graph.model.graph.initializer) == len(model.graph.initializer)

@@ -7,6 +7,7 @@ import onnx
 from splitc.errors import ShapeError
 
 _TWO_GB = 2**31 - 1
+_BIG_WEIGHT = 1 << 20  # weights above this become typed inputs in the inference skeleton
 
 
 def real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -72,10 +73,43 @@ def _fix_one(value: onnx.ValueInfoProto, override: tuple[int, ...] | None) -> No
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Run ONNX shape inference with data propagation (for computed Reshape shapes)."""
-    if model.ByteSize() > _TWO_GB:
-        raise ShapeError("models over 2 GB must be given with external data so shape inference can run")
+    """Run ONNX shape inference with data propagation (for computed Reshape shapes).
+
+    Protobuf cannot hold more than 2 GB, so larger models are inferred on a
+    skeleton whose big weights are typed graph inputs instead of data.
+    """
+    if model.ByteSize() <= _TWO_GB:
+        return _infer(model)
+    skeleton = _skeleton(model)
+    inferred = _infer(skeleton)
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    known = {i.name for i in [*model.graph.input, *model.graph.output]}
+    del result.graph.value_info[:]
+    result.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in known)
+    return result
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except onnx.shape_inference.InferenceError as exc:
         raise ShapeError(f"shape inference failed: {str(exc).strip().splitlines()[0]}") from exc
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every weight over ``_BIG_WEIGHT`` bytes replaced by a typed graph input."""
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    keep, typed = [], []
+    for tensor in skeleton.graph.initializer:
+        size = len(tensor.raw_data) or tensor.ByteSize()
+        if size > _BIG_WEIGHT:
+            typed.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+        else:
+            keep.append(tensor)
+    del skeleton.graph.initializer[:]
+    skeleton.graph.initializer.extend(keep)
+    declared = {i.name for i in skeleton.graph.input}
+    skeleton.graph.input.extend(t for t in typed if t.name not in declared)
+    return skeleton

@@ -140,8 +140,8 @@ def _cap_at_cut_bound(edges: MergedEdges, vertex_seg: np.ndarray, num_seg: int) 
     out_s = np.bincount(seg[from_s], weights=edges.finite[from_s], minlength=num_seg)
     in_t = np.bincount(seg[into_t & finite], weights=edges.finite[into_t & finite], minlength=num_seg)
     forced = np.bincount(seg[into_t & edges.infinite], minlength=num_seg) > 0
-    bound = np.where(forced, out_s, np.minimum(out_s, in_t))
-    return np.minimum(edges.finite, 2.0 * bound[seg] + 1e-300)
+    bound = np.where(forced, out_s, np.minimum(out_s, in_t))[seg]
+    return np.where(bound > 0, np.minimum(edges.finite, 2.0 * bound), edges.finite)
 
 
 def _max_flow(edges: MergedEdges, capped: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -153,6 +153,8 @@ def _max_flow(edges: MergedEdges, capped: np.ndarray) -> tuple[np.ndarray, np.nd
     total = float(capped[~edges.infinite].sum())
     whole = np.all(capped == np.floor(capped)) and total <= _UNITS
     scale = 1.0 if whole or total == 0 else _UNITS / total
+    if not np.isfinite(scale):
+        scale = 1.0  # costs below 1e-300 ms: all round to zero and the exact re-solve decides
     caps = np.where(edges.infinite, _INF, np.floor(capped * scale)).astype(np.int32)
     size = (edges.num_vertices, edges.num_vertices)
     capacity = sp.csr_matrix((caps, (edges.rows, edges.cols)), shape=size)
