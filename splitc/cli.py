@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
-COMMANDS = {"compile", "inspect", "targets", "run", "profile"}
+COMMANDS = {"compile", "inspect", "targets", "run", "profile", "serve", "netem", "bench"}
 
 
 def _shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -75,12 +75,35 @@ def compile_command(
     preprocess: Optional[str] = typer.Option(
         None, "--preprocess", help="For a --calib folder of images: mean=a/b/c,std=a/b/c,layout=nchw|nhwc,scale=255."
     ),
+    emit_fallback: bool = typer.Option(
+        False, "--emit-fallback", help="Mark the plan fallback: true (ship cloud.onnx to the edge for --fallback local)."
+    ),
 ) -> None:
-    """Split MODEL between an edge device and the cloud and write the halves to -o."""
+    """Split MODEL between an edge device and the cloud and write the halves to -o.
+
+    A range --bw LOW..HIGH (300KBps..50Mbps) writes every plan that is optimal somewhere in it.
+    """
     from splitc.api import compile as compile_model
     from splitc.report import compile_summary, print_compile_report
 
     quiet = as_json or not console.is_terminal
+    if ".." in bw:
+        from splitc.adaptive import compile_range
+        from splitc.stitch_report import print_range_report, range_summary
+
+        with _progress(quiet) as step:
+            result = compile_range(
+                model, bw, target=target, cloud=cloud, rtt=rtt, input_shapes=_shapes(input_shape), progress=step,
+                bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop), metric=metric,
+                per_channel=per_channel, cache_dir=out if out.is_dir() else None, preprocess=preprocess,
+                emit_fallback=emit_fallback,
+            )
+            result.save(out)
+        if as_json:
+            print(json.dumps(range_summary(result, out), indent=2))
+        else:
+            print_range_report(console, result, out)
+        return
     with _progress(quiet) as step, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         split = compile_model(
@@ -90,6 +113,8 @@ def compile_command(
             per_channel=per_channel, cache_dir=out if out.is_dir() else None, preprocess=preprocess,
         )
         step("writing the output directory")
+        if emit_fallback:
+            split.plan["fallback"] = True
         split.save(out)
     for warning in caught:
         errors.print(f"[yellow]warning:[/] {warning.message}", highlight=False, soft_wrap=True)
@@ -135,21 +160,112 @@ def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JS
 def run_command(
     out: Path = typer.Argument(..., help="A splitc output directory."),
     input: List[str] = typer.Option(..., "--input", "-i", help="NAME=file.npy, or file.npy for a one-input model."),
-    local: bool = typer.Option(True, "--local", help="Run both halves in this process."),
+    local: bool = typer.Option(True, "--local", help="Run both halves in this process (the default without --cloud)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the outputs to this .npz file."),
+    cloud_url: Optional[str] = typer.Option(None, "--cloud", help="Run the cloud half on this splitc serve URL."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding the server's bearer token."),
+    fallback: Optional[str] = typer.Option(None, "--fallback", help="'local': run the cloud half here if the cloud fails."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the cloud per attempt."),
+    retries: int = typer.Option(2, "--retries", help="Retries after a network error, timeout or 5xx reply."),
 ) -> None:
-    """Run a compiled split on .npy inputs, edge half then cloud half."""
-    from splitc.report import print_outputs, read_inputs
-    from splitc.runtime import Pipeline
+    """Run a compiled split on .npy (or image) inputs: here, or edge half here and cloud half on --cloud."""
+    from splitc.report import print_outputs
+    from splitc.runtime import EdgeClient, Pipeline
+    from splitc.stitch_report import print_timing, read_token
 
-    pipeline = Pipeline(out)
-    feeds = read_inputs(input, [i["name"] for i in pipeline.plan["model"]["inputs"]])
-    outputs = pipeline.run(feeds)
+    if cloud_url is None and (out / "plans.json").is_file():
+        fallback = "local"  # a bandwidth-range output without a server: its first plan, all here
+    if cloud_url is None and fallback is None:
+        pipeline = Pipeline(out)
+        outputs = pipeline.run(_run_inputs(input, pipeline.plan["edge"]["inputs"]))
+    else:
+        with EdgeClient(out, cloud_url, token=read_token(token_file), timeout=timeout, retries=retries,
+                        fallback=fallback) as client:
+            result = client.infer(_run_inputs(input, client.input_specs))
+        outputs = result.outputs
+        print_timing(console, result)
     if save is not None:
         import numpy as np
 
         np.savez(save, **outputs)
     print_outputs(console, outputs)
+
+
+def _run_inputs(specs: list[str], inputs: list[dict]) -> dict:
+    """``--input`` values: .npy arrays, or image files resized to the input's shape."""
+    from splitc.report import read_inputs
+    from splitc.runtime.image_input import is_image, load_image
+
+    names = [i["name"] for i in inputs]
+    feeds = read_inputs([s for s in specs if not is_image(s.partition("=")[2] or s)], names)
+    for spec in (s for s in specs if is_image(s.partition("=")[2] or s)):
+        name, sep, file = spec.partition("=")
+        name, file = (name, file) if sep else (names[0], spec)
+        shape = next((i for i in inputs if i["name"] == name), None)
+        if shape is None:
+            raise SplitcError(f"--input {spec!r}: the model has no input {name!r}")
+        feeds[name] = load_image(file, shape["shape"], shape["dtype"])
+    return feeds
+
+
+@app.command("serve")
+def serve_command(
+    out: Path = typer.Argument(..., help="A splitc output directory (one plan or a bandwidth range)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 to accept remote clients)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="Require this bearer token (file content)."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="TLS certificate (PEM); needs --tls-key."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="TLS private key (PEM)."),
+    max_body: str = typer.Option("64MB", "--max-body", help="Largest accepted request body: 64MB, 512KB."),
+    threads: int = typer.Option(0, "--threads", help="Requests run at once (0: one per core)."),
+    reply_bits: int = typer.Option(32, "--reply-bits", help="Float outputs on the wire: 32 (exact) or 16."),
+) -> None:
+    """Serve the cloud halves of OUT over HTTP (POST /v1/infer, GET /v1/plans, /healthz, /metrics)."""
+    from splitc.runtime.server import serve
+    from splitc.stitch_report import parse_size, read_token
+
+    serve(out, host, port, read_token(token_file), str(tls_cert) if tls_cert else None,
+          str(tls_key) if tls_key else None, parse_size(max_body), threads or None, reply_bits)
+
+
+@app.command("netem")
+def netem_command(
+    listen: str = typer.Option("127.0.0.1:9001", "--listen", help="HOST:PORT the proxy accepts on."),
+    to: str = typer.Option("127.0.0.1:8000", "--to", help="HOST:PORT it forwards to."),
+    bw: Optional[str] = typer.Option(None, "--bw", help="Rate of each direction: 5Mbps, 300KBps (default: unlimited)."),
+    rtt: str = typer.Option("0ms", "--rtt", help="Round-trip time added: 40ms (half each way)."),
+) -> None:
+    """A user-space TCP proxy that emulates a link: token-bucket rate and delay per direction."""
+    from splitc.runtime.netem import run
+    from splitc.stitch_report import parse_host_port
+    from splitc.units import parse_bandwidth, parse_time_ms
+
+    rate = parse_bandwidth(bw) if bw else None
+    errors.print(f"netem: {listen} -> {to}, {bw or 'unlimited'}, {rtt} RTT (Ctrl-C stops)")
+    run(parse_host_port(listen), parse_host_port(to), rate, parse_time_ms(rtt))
+
+
+@app.command("bench")
+def bench_command(
+    model: Path = typer.Argument(..., help="The ONNX model to benchmark end to end."),
+    target: str = typer.Option("jetson-tx2", "--target", "-t", help="Edge device to emulate."),
+    cloud: str = typer.Option("t4", "--cloud", "-c", help="Cloud device to emulate."),
+    bw: str = typer.Option("300KBps,1MBps,5Mbps", "--bw", help="Bandwidths to measure, comma-separated."),
+    rtt: str = typer.Option("20ms", "--rtt", help="Round-trip time of the emulated link."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data (.npz) for the compile."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Held-out data (.npz) for accuracy (default: --calib)."),
+    max_drop: str = typer.Option("1%", "--max-drop", help="Accuracy bound of the compile."),
+    requests: int = typer.Option(20, "--requests", help="Timed requests per configuration."),
+    out: Path = typer.Option(Path("bench-out"), "--output", "-o", help="Folder for the plans, table and plot."),
+) -> None:
+    """Measure splitc's plan against Origin2Cloud, PNG2Cloud, JPEG2Cloud and edge-only through netem."""
+    from splitc.bench_e2e import BenchConfig, run_bench
+    from splitc.units import parse_bandwidth, parse_time_ms
+
+    config = BenchConfig(model, target, cloud, [parse_bandwidth(b) for b in bw.split(",") if b.strip()],
+                         parse_time_ms(rtt), calib, test or calib, parse_fraction(max_drop), requests, out)
+    report = run_bench(config, progress=lambda line: errors.print(line, highlight=False))
+    print(report)
 
 
 @app.command("profile")
@@ -160,6 +276,7 @@ def profile_command(
     warmup: int = typer.Option(5, "--warmup", help="Untimed runs before each measurement."),
     threads: int = typer.Option(0, "--threads", help="onnxruntime intra-op threads (0: its default; 1 is steadiest)."),
     min_time: float = typer.Option(0.25, "--min-time", help="Each timing also lasts at least this many seconds."),
+    clock: str = typer.Option("auto", "--clock", help="auto (cpu with --threads 1, else wall), wall or cpu."),
     input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", help="NAME=1x3x224x224 (repeatable)."),
     provider: str = typer.Option("CPUExecutionProvider", "--provider", help="onnxruntime execution provider."),
     name: Optional[str] = typer.Option(None, "--name", help="Device name recorded in the profile (default: file stem)."),
@@ -170,7 +287,7 @@ def profile_command(
 
     quiet = as_json or not errors.is_terminal
     summary = run_profile(model, out, errors, quiet, runs=runs, warmup=warmup, threads=threads, min_seconds=min_time,
-                          input_shapes=_shapes(input_shape), provider=provider, name=name)
+                          clock=clock, input_shapes=_shapes(input_shape), provider=provider, name=name)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
@@ -204,13 +321,25 @@ class _progress:
 def _user_errors() -> tuple[type[Exception], ...]:
     from splitc.runtime.pipeline import InputError, PlanError
 
-    return (SplitcError, PlanError, InputError, FileNotFoundError)
+    from splitc.runtime.client import CloudError
+
+    return (SplitcError, PlanError, InputError, FileNotFoundError, CloudError)
+
+
+def _usage_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """Usage-error and abort classes: typer's own (typer >= 0.26 vendors click), else click's."""
+    usage = tuple(c for c in (getattr(typer, "TyperException", None),) if c is not None)
+    aborts = tuple(c for c in (getattr(typer, "Abort", None),) if c is not None)
+    try:
+        import click
+    except ImportError:
+        return usage, aborts
+    return usage + (click.ClickException,), aborts + (click.exceptions.Abort,)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``splitc`` console script; user errors exit with code 2."""
-    import click
-
+    usage_errors, aborts = _usage_errors()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in COMMANDS and not args[0].startswith("-"):
         args.insert(0, "compile")
@@ -219,12 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
         return 2
-    except click.ClickException as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Abort:
+    except aborts:
         errors.print("aborted")
         return 1
+    except usage_errors as exc:
+        show = getattr(exc, "show", None)
+        if show is None:
+            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        else:
+            show()
+        return 2
     return result if isinstance(result, int) else 0
 
 
