@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXAMPLE := examples/digits/digits_cnn.onnx
 CALIB := examples/digits/calib.npz
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench bench-e2e clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ test: install
 bench: install
 	$(BIN)/python bench/partition.py
 	$(BIN)/python bench/codec.py
+
+bench-e2e: install
+	$(BIN)/python bench/e2e.py
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf out/ .pytest_cache .hypothesis

@@ -46,7 +46,7 @@ def measure(model) -> list[dict]:
     feeds = random_feeds(graph.inputs)
     config = dict(runs=RUNS, warmup=WARMUP, threads=THREADS)
     whole = time_model(graph.model, feeds, **config)[0]
-    nodes, groups = measure_nodes(graph, feeds, whole, **config)
+    nodes, groups = measure_nodes(graph, feeds, whole.median_ms, **config)
     return node_samples(graph, nodes, groups)
 
 

@@ -71,8 +71,8 @@ TARGETS: dict[str, Target] = {
         # datasheet: peak and bandwidth are the achieved single-thread numpy matmul GFLOP/s and copy GB/s (Zen 4's
         # 32 FP32 FLOP/cycle at the 2.6 GHz TSC clock would be 83 GFLOP/s per core), efficiency and overhead the
         # overall fit; bench/calibrate_host.py measures them into splitc/data/host_calibration.json, which wins.
-        Target("host", "edge", "this machine: AMD EPYC VM, 1 onnxruntime thread (calibrated)", 93.45 * _G,
-               18.74 * _G, 1.02, 0.086, "bench/calibrate_host.py (splitc/data/host_calibration.json)"),
+        Target("host", "edge", "this machine: AMD EPYC VM, 1 onnxruntime thread (calibrated)", 101.2 * _G,
+               24.56 * _G, 0.942, 0.181, "bench/calibrate_host.py (splitc/data/host_calibration.json)"),
     ]
 }
 

@@ -1,12 +1,16 @@
 """The partitioner with measured prefix/suffix times (segment-aware costs) against brute force.
 
 The oracle prices an assignment from explicit ancestor and descendant sets,
-independently of the segment bookkeeping in ``splitc.profiling.segments``:
-the anchor is the last of (source, cut vertices, sink) whose ancestors all run
-on the edge; edge = prefix(anchor) + edge_ms of the other edge nodes; cloud =
-suffix(anchor) - cloud_ms of the edge nodes after the anchor; a prefix or
-suffix that was not measured borrows the nearest measured one plus the
-per-node times in between.
+independently of the segment bookkeeping in ``splitc.profiling.segments``. The
+anchors are the source, the cut vertices and the sink. The edge anchor is the
+last whose ancestors all run on the edge, the cloud anchor the first whose
+descendants all run on the cloud; edge = prefix(edge anchor) + edge_ms of the
+other edge nodes, cloud = suffix(cloud anchor) + cloud_ms of the other cloud
+nodes, and edge-only has no cloud time. A prefix or suffix that was not
+measured borrows the nearest measured one plus the per-node times in between.
+The source's prefix and the sink's suffix are the largest measured at a graph
+input and at an unread graph output (0 if none); the sink's prefix and the
+source's suffix are read at the model's only output and only input.
 """
 
 from __future__ import annotations
@@ -33,6 +37,18 @@ def _node_graph(problem: SplitProblem) -> nx.DiGraph:
     return graph
 
 
+def _pick(array, index) -> float:
+    return np.nan if array is None or index is None else float(array[index])
+
+
+def _largest(array, mask) -> float:
+    return max([0.0] + [float(x) for x in (array[mask] if array is not None else []) if not np.isnan(x)])
+
+
+def _only(mask) -> int | None:
+    return int(np.flatnonzero(mask)[0]) if mask.sum() == 1 else None
+
+
 class Oracle:
     """Set-based pricing of any assignment of a problem with measured times."""
 
@@ -40,19 +56,20 @@ class Oracle:
         self.p = problem
         graph = _node_graph(problem)
         everything = set(range(problem.num_nodes))
-        anc, desc = [set()], [everything]
-        for v in find_cut_vertices(problem):
-            prod = int(problem.producer[v])
-            anc.append(nx.ancestors(graph, prod) | {prod})
-            desc.append(everything - anc[-1])
-        anc.append(everything)
-        desc.append(set())
-        self.anc, self.desc = anc, desc
         cuts = list(find_cut_vertices(problem))
-        only = lambda mask: int(np.flatnonzero(mask)[0]) if mask.sum() == 1 else None  # noqa: E731
-        pick = lambda arr, i: np.nan if arr is None or i is None else float(arr[i])  # noqa: E731
-        self.prefix = [0.0] + [pick(problem.edge_prefix_ms, v) for v in cuts] + [pick(problem.edge_prefix_ms, only(problem.is_output))]
-        self.suffix = [pick(problem.cloud_suffix_ms, only(problem.producer < 0))] + [pick(problem.cloud_suffix_ms, v) for v in cuts] + [0.0]
+        self.anc, self.desc = [set()], [everything]
+        for v in cuts:
+            prod = int(problem.producer[v])
+            self.anc.append(nx.ancestors(graph, prod) | {prod})
+            self.desc.append(everything - self.anc[-1])
+        self.anc.append(everything)
+        self.desc.append(set())
+        prefix, suffix = problem.edge_prefix_ms, problem.cloud_suffix_ms
+        unread = problem.is_output & (np.diff(problem.cons_ptr) == 0)
+        self.prefix = ([_largest(prefix, problem.producer < 0)] + [_pick(prefix, v) for v in cuts]
+                       + [_pick(prefix, _only(problem.is_output))])
+        self.suffix = ([_pick(suffix, _only(problem.producer < 0))] + [_pick(suffix, v) for v in cuts]
+                       + [_largest(suffix, unread)])
 
     def _prefix(self, i: int) -> float:
         j = max(a for a in range(i + 1) if not np.isnan(self.prefix[a]))
@@ -62,32 +79,26 @@ class Oracle:
         j = min(a for a in range(i, len(self.suffix)) if not np.isnan(self.suffix[a]))
         return self.suffix[j] + sum(self.p.cloud_ms[list(self.desc[i] - self.desc[j])])
 
-    def total(self, on_cloud: np.ndarray) -> float:
-        p = self.p
-        edge_set = {i for i in range(p.num_nodes) if not on_cloud[i]}
-        anchor = max(i for i in range(len(self.anc)) if self.anc[i] <= edge_set)
-        edge = self._prefix(anchor) + sum(p.edge_ms[list(edge_set - self.anc[anchor])])
-        cloud = self._suffix(anchor) - sum(p.cloud_ms[list(edge_set & self.desc[anchor])])
-        up = down = 0
-        for v in range(p.num_values):
-            readers = p.cons_idx[p.cons_ptr[v] : p.cons_ptr[v + 1]]
-            prod_cloud = p.producer[v] >= 0 and on_cloud[p.producer[v]]
-            up += int(not prod_cloud and on_cloud[readers].any()) * int(p.nbytes[v])
-            down += int(bool(prod_cloud and p.is_output[v])) * int(p.nbytes[v])
-            crossing = (not prod_cloud and on_cloud[readers].any()) or (prod_cloud and p.is_output[v])
-            if crossing:
-                edge += 0.0  # counted through up/down below
-        crossed = self._crossed(on_cloud)
-        return edge + cloud + (p.rtt_ms if crossed else 0.0) + (up + down) / p.bandwidth * 1e3
+    def sides(self, on_cloud: np.ndarray) -> tuple[float, float]:
+        edge_set = {i for i in range(self.p.num_nodes) if not on_cloud[i]}
+        cloud_set = set(range(self.p.num_nodes)) - edge_set
+        first = max(i for i in range(len(self.anc)) if self.anc[i] <= edge_set)
+        edge = self._prefix(first) + sum(self.p.edge_ms[list(edge_set - self.anc[first])])
+        if not cloud_set:
+            return edge, 0.0
+        last = min(i for i in range(len(self.desc)) if self.desc[i] <= cloud_set)
+        return edge, self._suffix(last) + sum(self.p.cloud_ms[list(cloud_set - self.desc[last])])
 
-    def _crossed(self, on_cloud: np.ndarray) -> bool:
-        p = self.p
+    def total(self, on_cloud: np.ndarray) -> float:
+        p, sent, crossed = self.p, 0, False
         for v in range(p.num_values):
             readers = p.cons_idx[p.cons_ptr[v] : p.cons_ptr[v + 1]]
             prod_cloud = p.producer[v] >= 0 and on_cloud[p.producer[v]]
-            if (not prod_cloud and on_cloud[readers].any()) or (prod_cloud and p.is_output[v]):
-                return True
-        return False
+            crosses = (not prod_cloud and on_cloud[readers].any()) or (prod_cloud and p.is_output[v])
+            sent += int(p.nbytes[v]) if crosses else 0
+            crossed |= bool(crosses)
+        edge, cloud = self.sides(on_cloud)
+        return edge + cloud + (p.rtt_ms if crossed else 0.0) + sent / p.bandwidth * 1e3
 
 
 def valid_assignments(problem: SplitProblem) -> np.ndarray:
@@ -115,6 +126,12 @@ def with_measurements(problem: SplitProblem, rng: np.random.Generator, density: 
         prefix[outputs[0]] = float(rng.integers(0, int(total_edge) + 5))
     if len(inputs) == 1 and rng.random() < density:
         suffix[inputs[0]] = float(rng.integers(0, int(total_cloud) + 5))
+    for v in inputs:  # a session that computes nothing
+        if rng.random() < density / 2:
+            prefix[v] = float(rng.integers(0, 4))
+    for v in np.flatnonzero(problem.is_output & (np.diff(problem.cons_ptr) == 0)):
+        if rng.random() < density / 2:
+            suffix[v] = float(rng.integers(0, 4))
     kind = rng.integers(3)  # both, prefix only, suffix only
     problem.edge_prefix_ms = prefix if kind in (0, 1) else None
     problem.cloud_suffix_ms = suffix if kind in (0, 2) else None

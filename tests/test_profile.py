@@ -90,10 +90,14 @@ def test_profile_document(profiled):
     assert machine["cores"] >= 1 and machine["matmul_gflops"] > 0 and machine["copy_gbps"] > 0
     assert machine["onnxruntime"] and "CPUExecutionProvider" in machine["providers_available"]
     cuts = document["segments"]["cut_vertices"]
-    assert len(cuts) >= 8 and set(document["segments"]["prefix"]) <= set(cuts)
-    assert len(document["segments"]["prefix"]) >= len(cuts) - 1  # the final output has no reader
-    scaled = sum(e["median_ms"] for e in document["groups"])
-    assert scaled == pytest.approx(document["whole_model"]["median_ms"], rel=1e-9)
+    prefix, suffix = document["segments"]["prefix"], document["segments"]["suffix"]
+    assert len(cuts) >= 8 and cuts[-1] == "logits"  # the final output: no reader, no split there
+    assert set(prefix) == set(cuts[:-1]) | {"input"}  # the input's prefix: a session computing nothing
+    assert set(suffix) == set(cuts)  # the final output's suffix: likewise
+    assert prefix["input"]["median_ms"] < prefix["block1/add"]["median_ms"]
+    scaled = sum(e["median_ms"] for e in document["groups"])  # the whole model less the cost of a call
+    call = prefix["input"]["median_ms"]
+    assert scaled == pytest.approx(document["whole_model"]["median_ms"] - call, rel=1e-9)
     assert json.loads(path.read_text()) == document
 
 
@@ -115,18 +119,22 @@ def test_prediction_at_cut_vertices_is_the_measured_segment_time(profiled):
     model, path, document = profiled
     analysis = splitc.analyse(model, target=path, cloud=path, bandwidth="10Mbps", rtt="0ms")
     segments = document["segments"]
-    for cut, prefix in segments["prefix"].items():
+    for cut in segments["cut_vertices"][:-1]:
         part = forced_partition(analysis.problem, [cut])
-        assert part.edge_ms == pytest.approx(prefix["median_ms"], rel=1e-12), cut
+        assert part.edge_ms == pytest.approx(segments["prefix"][cut]["median_ms"], rel=1e-12), cut
         assert part.cloud_ms == pytest.approx(segments["suffix"][cut]["median_ms"], rel=1e-12), cut
     whole = document["whole_model"]["median_ms"]
-    assert analysis.result.edge_only.edge_ms == pytest.approx(whole, rel=1e-12)
-    assert analysis.result.cloud_only.cloud_ms == pytest.approx(whole, rel=1e-12)
-    # inside a segment: the nearest measured prefix plus the per-node times in between
+    edge_only, cloud_only = analysis.result.edge_only, analysis.result.cloud_only
+    assert (edge_only.edge_ms, edge_only.cloud_ms) == (pytest.approx(whole, rel=1e-12), 0.0)
+    assert cloud_only.edge_ms == pytest.approx(segments["prefix"]["input"]["median_ms"], rel=1e-12)
+    assert cloud_only.cloud_ms == pytest.approx(whole, rel=1e-12)
+    # inside a segment: the nearest measured prefix and suffix, plus per-node times for the nodes in between
     part = forced_partition(analysis.problem, ["block2/a/relu", "block2/proj/bn"])
-    between = ["block2/a/conv", "block2/a/bn", "block2/a/relu", "block2/proj/conv", "block2/proj/bn"]
-    expected = segments["prefix"]["block1/relu"]["median_ms"] + sum(document["nodes"][n]["median_ms"] for n in between)
-    assert part.edge_ms == pytest.approx(expected, rel=1e-12)
+    node_ms = lambda names: sum(document["nodes"][n]["median_ms"] for n in names)  # noqa: E731
+    edge_side = ["block2/a/conv", "block2/a/bn", "block2/a/relu", "block2/proj/conv", "block2/proj/bn"]
+    cloud_side = ["block2/b/conv", "block2/b/bn", "block2/add"]
+    assert part.edge_ms == pytest.approx(segments["prefix"]["block1/relu"]["median_ms"] + node_ms(edge_side), rel=1e-12)
+    assert part.cloud_ms == pytest.approx(segments["suffix"]["block2/add"]["median_ms"] + node_ms(cloud_side), rel=1e-12)
 
 
 def test_missing_nodes_fall_back_to_the_host_roofline(profiled, tmp_path):

@@ -70,10 +70,11 @@ def download_ms(problem: SplitProblem) -> np.ndarray:
     return np.bincount(problem.producer[made], weights=problem.transfer_ms[made], minlength=problem.num_nodes)
 
 
-def build_network(problem: SplitProblem, cut_values: np.ndarray, force_cloud: np.ndarray | None = None) -> Network:
+def build_network(problem: SplitProblem, cut_values: np.ndarray, force_cloud: np.ndarray | None = None,
+                  force_edge: np.ndarray | None = None) -> Network:
     """The union of all segment networks (one whole-graph network when there are no cut vertices).
 
-    ``force_cloud`` lists extra nodes that must run on the cloud.
+    ``force_cloud`` and ``force_edge`` list extra nodes that must run on the cloud or on the edge.
     """
     n, m = problem.num_nodes, problem.num_values
     s, t = 0, 1
@@ -85,6 +86,9 @@ def build_network(problem: SplitProblem, cut_values: np.ndarray, force_cloud: np
     forced[problem.producer[cut_values]] = True
     if force_cloud is not None:
         forced[force_cloud] = True
+    pinned = np.zeros(n, dtype=bool)
+    if force_edge is not None:
+        pinned[force_edge] = True
 
     value_of = problem.value_of_consumer_edge()
     used = np.diff(problem.cons_ptr) > 0
@@ -93,7 +97,7 @@ def build_network(problem: SplitProblem, cut_values: np.ndarray, force_cloud: np
     ordered = ~from_source[value_of]
 
     parts = [
-        (np.full(n, s), node, problem.cloud_ms + download_ms(problem), np.zeros(n, bool)),
+        (np.full(n, s), node, problem.cloud_ms + download_ms(problem), pinned),
         (node, np.full(n, t), problem.edge_ms, forced),
         (feeder[used], aux[used], problem.transfer_ms[used], np.zeros(int(used.sum()), bool)),
         (aux[value_of], node[problem.cons_idx], np.zeros(len(value_of)), np.ones(len(value_of), bool)),
@@ -210,6 +214,14 @@ def _exact_segment(edges: MergedEdges, vertex_seg: np.ndarray, j: int) -> np.nda
     return side
 
 
+def exact_segment_cut(problem: SplitProblem, cut_values: np.ndarray, segment: np.ndarray, j: int,
+                      force_cloud: np.ndarray | None = None, force_edge: np.ndarray | None = None) -> np.ndarray:
+    """``on_cloud`` of segment j's nodes (others False) from its exact min-cut, extra nodes forced."""
+    vertex_seg = np.concatenate([[-1, -1], segment, _value_segments(problem, cut_values, segment)])
+    side = _exact_segment(merge_edges(build_network(problem, cut_values, force_cloud, force_edge)), vertex_seg, j)
+    return ~side[2 : 2 + problem.num_nodes] & (segment == j)
+
+
 def solve_segments(problem: SplitProblem, cut_values: np.ndarray) -> SegmentSolution:
     """Solve every segment's min-cut and price every candidate exactly (in float ms).
 
@@ -236,9 +248,9 @@ def solve_segments(problem: SplitProblem, cut_values: np.ndarray) -> SegmentSolu
     if len(on_cloud):
         totals = fixed.totals(on_cloud)
     if problem.edge_prefix_ms is not None or problem.cloud_suffix_ms is not None:
-        from splitc.profiling.segments import settle_last_segment
+        from splitc.profiling.segments import settle_segments
 
-        on_cloud, totals = settle_last_segment(problem, cut_values, segment, on_cloud, totals, fixed.totals)
+        on_cloud, totals = settle_segments(problem, cut_values, segment, on_cloud, totals, fixed.totals)
     return SegmentSolution(cut_values, segment, on_cloud, totals)
 
 

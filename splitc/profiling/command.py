@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from splitc.profiling.measure import profile_model
 from splitc.profiling.schema import ProfileError
+from splitc.profiling.timing import CLOCKS
 
 
 class RichReporter:
@@ -50,14 +51,16 @@ def write_profile(document: dict, out: Path) -> None:
 
 
 def run_profile(model: Path, out: Path, console: Console, quiet: bool, *, runs: int, warmup: int, threads: int,
-                min_seconds: float, input_shapes: dict, provider: str, name: str | None) -> dict:
+                min_seconds: float, clock: str, input_shapes: dict, provider: str, name: str | None) -> dict:
     """Profile ``model`` here and write the profile to ``out``; returns a short summary."""
     if not str(out).lower().endswith(".json"):
         raise ProfileError(f"profile output {out}: the file name must end in .json (that is how --target knows it)")
     if runs < 1 or warmup < 0 or threads < 0 or min_seconds < 0:
         raise ProfileError("profile: --runs must be at least 1; --warmup, --threads and --min-time at least 0")
+    if clock not in CLOCKS:
+        raise ProfileError(f"profile: --clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
     config = dict(runs=runs, threads=threads, warmup=warmup, input_shapes=input_shapes, provider=provider,
-                  name=name or out.stem, min_seconds=min_seconds)
+                  name=name or out.stem, min_seconds=min_seconds, clock=clock)
     if quiet:
         document = profile_model(model, **config)
     else:

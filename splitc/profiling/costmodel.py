@@ -75,23 +75,27 @@ class ProfileCostModel:
 def check_model(profile: Profile, graph: Graph) -> str:
     """How the profile matches ``graph`` (``"sha256"`` or ``"node names"``); raises if it does not."""
     model = profile.data["model"]
-    where = f"profile {profile.path}"
-    shapes = {v.name: list(v.shape) for v in graph.inputs}
-    for entry in model.get("inputs", []):
-        if not isinstance(entry, dict) or shapes.get(entry.get("name")) != entry.get("shape"):
-            raise ProfileError(f"{where} was measured with input {entry.get('name') if isinstance(entry, dict) else entry!r} "
-                               f"of shape {entry.get('shape') if isinstance(entry, dict) else '?'}, "
-                               f"but this model's inputs are {shapes}")
+    _check_inputs(profile, graph)
     if model["sha256"] == graph.sha256:
         return "sha256"
     names = [n.name for n in graph.data_nodes]
     if sorted(model["nodes"]) == sorted(names):
         return "node names"
-    other = next((n for n in model["nodes"] if n not in set(names)), None) or next(
-        n for n in names if n not in set(model["nodes"]))
-    raise ProfileError(f"{where} was measured on another model ({model.get('name', '?')!r}, sha256 "
-                       f"{model['sha256'][:12]}…; this one is {graph.sha256[:12]}…): node {other!r} is in one "
-                       f"and not the other; run `splitc profile` on this model")
+    theirs, ours = set(model["nodes"]), set(names)
+    odd = sorted(theirs ^ ours)[0]
+    raise ProfileError(f"profile {profile.path} was measured on another model ({model.get('name', '?')!r}, "
+                       f"sha256 {model['sha256'][:12]}…; this one is {graph.sha256[:12]}…): node {odd!r} is in "
+                       f"{'the profile' if odd in theirs else 'this model'} only; run `splitc profile` on this model")
+
+
+def _check_inputs(profile: Profile, graph: Graph) -> None:
+    shapes = {v.name: list(v.shape) for v in graph.inputs}
+    measured = profile.data["model"].get("inputs", [])
+    found = {e.get("name"): e.get("shape") for e in measured if isinstance(e, dict)} if isinstance(measured, list) else {}
+    for name, shape in found.items():
+        if shapes.get(name) != shape:
+            raise ProfileError(f"profile {profile.path} was measured with input {name!r} of shape {shape}, "
+                               f"but this model's inputs are {shapes}")
 
 
 def is_profile_path(spec) -> bool:

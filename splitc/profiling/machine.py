@@ -32,48 +32,51 @@ def _memory_bytes() -> int | None:
         return None
 
 
-def _best_seconds(work, repeats: int) -> float:
+def _best_seconds(work, repeats: int, clock=time.perf_counter) -> float:
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         work()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+def matmul_gflops(n: int = 1024, repeats: int = 5, clock=time.perf_counter) -> float:
     """Achieved FP32 GFLOP/s of an n x n numpy matmul (best of ``repeats``)."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     a @ b
-    return 2 * n**3 / _best_seconds(lambda: a @ b, repeats) / 1e9
+    return 2 * n**3 / _best_seconds(lambda: a @ b, repeats, clock) / 1e9
 
 
-def copy_gbps(megabytes: int = 64, repeats: int = 5) -> float:
+def copy_gbps(megabytes: int = 64, repeats: int = 5, clock=time.perf_counter) -> float:
     """Achieved memory GB/s of a numpy copy (bytes read + bytes written, best of ``repeats``)."""
     src = np.ones(megabytes * (1 << 20) // 4, dtype=np.float32)
     dst = np.empty_like(src)
     np.copyto(dst, src)
-    return 2 * src.nbytes / _best_seconds(lambda: np.copyto(dst, src), repeats) / 1e9
+    return 2 * src.nbytes / _best_seconds(lambda: np.copyto(dst, src), repeats, clock) / 1e9
 
 
 def blas_threads(threads: int):
-    """A context that limits numpy's BLAS to ``threads`` (a no-op without threadpoolctl or for 0)."""
+    """A context limiting numpy's BLAS to ``threads``, and whether it can (threadpoolctl installed, threads > 0)."""
     from contextlib import nullcontext
 
     if not threads:
-        return nullcontext()
+        return nullcontext(), False
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas")
+        return nullcontext(), False
+    return threadpool_limits(limits=threads, user_api="blas"), True
 
 
 def machine_facts(threads: int = 0, provider: str = "CPUExecutionProvider") -> dict:
-    """CPU, cores, memory, onnxruntime and the microbenchmarks (with ``threads`` BLAS threads)."""
-    with blas_threads(threads):
-        gflops = matmul_gflops()
+    """CPU, cores, memory, onnxruntime and the microbenchmarks (with ``threads`` BLAS threads;
+    on one thread timed by its CPU time, like the profile)."""
+    limit, limited = blas_threads(threads)
+    clock = time.thread_time if threads == 1 and limited else time.perf_counter
+    with limit:
+        gflops = matmul_gflops(clock=clock)
     return {
         "hostname": platform.node(),
         "system": f"{platform.system()} {platform.release()}",
@@ -87,5 +90,5 @@ def machine_facts(threads: int = 0, provider: str = "CPUExecutionProvider") -> d
         "providers_available": ort.get_available_providers(),
         "provider": provider,
         "matmul_gflops": gflops,
-        "copy_gbps": copy_gbps(),
+        "copy_gbps": copy_gbps(clock=clock),
     }

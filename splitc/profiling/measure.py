@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections import defaultdict
 from pathlib import Path
 from typing import Protocol
 
@@ -14,7 +15,10 @@ from splitc.profiling.fusion import fused_groups, share_by_flops
 from splitc.profiling.kernels import profile_kernels
 from splitc.profiling.machine import machine_facts
 from splitc.profiling.schema import SCHEMA, ProfileError
-from splitc.profiling.timing import DEFAULT_PROVIDER, MIN_SECONDS, Stats, random_feeds, time_model
+from splitc.profiling.timing import DEFAULT_PROVIDER, MIN_SECONDS, Stats, clock_for, random_feeds, sample_model
+
+
+ROUNDS = 3  # whole-model and segment timings are pooled over this many rounds
 
 
 class Reporter(Protocol):
@@ -36,12 +40,13 @@ class _Silent:
 def profile_model(model: str | Path | onnx.ModelProto, runs: int = 50, threads: int = 0, warmup: int = 5,
                   input_shapes: dict[str, tuple[int, ...]] | None = None, provider: str = DEFAULT_PROVIDER,
                   name: str | None = None, reporter: Reporter | None = None,
-                  min_seconds: float = MIN_SECONDS) -> dict:
+                  min_seconds: float = MIN_SECONDS, clock: str = "auto") -> dict:
     """Measure ``model`` with onnxruntime here: per-node times, prefix/suffix times, machine facts.
 
     Returns the profile document (``splitc.profile/1``). ``threads=0`` keeps
     onnxruntime's default thread count; 1 gives the steadiest numbers. Each
-    timing takes at least ``runs`` runs and ``min_seconds``.
+    timing takes at least ``runs`` runs and ``min_seconds``, on ``clock``
+    (see :func:`splitc.profiling.timing.clock_for`).
     """
     from splitc.api import analyse
 
@@ -55,10 +60,10 @@ def profile_model(model: str | Path | onnx.ModelProto, runs: int = 50, threads: 
     graph = analysis.graph
     feeds = random_feeds(graph.inputs)
     config = dict(runs=runs, warmup=warmup, threads=threads, provider=provider)
-    report.stage("whole model", runs)
-    whole = time_model(graph.model, feeds, tick=report.advance, min_seconds=min_seconds, **config)[0]
-    nodes, groups = measure_nodes(graph, feeds, whole, report, **config)
-    segments = _segment_times(analysis, feeds, report, min_seconds=min_seconds, **config)
+    timing = dict(min_seconds=min_seconds, clock=clock_for(threads, clock))
+    segments, whole = _segment_times(analysis, feeds, report, **timing, **config)
+    call_ms = max((segments["prefix"][v.name]["median_ms"] for v in graph.inputs), default=0.0)
+    nodes, groups = measure_nodes(graph, feeds, max(whole.median_ms - call_ms, 0.0), report, **config)
     report.stage("machine microbenchmarks", 1)
     machine = machine_facts(threads, provider)
     report.advance()
@@ -68,7 +73,7 @@ def profile_model(model: str | Path | onnx.ModelProto, runs: int = 50, threads: 
         "name": name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": _model_entry(graph),
-        "settings": {**config, "graph_optimization": "all"},
+        "settings": {**config, "clock": timing["clock"], "graph_optimization": "all"},
         "machine": machine,
         "whole_model": whole.to_dict(),
         "nodes": nodes,
@@ -92,13 +97,14 @@ def _model_entry(graph: Graph) -> dict:
     }
 
 
-def measure_nodes(graph: Graph, feeds, whole: Stats, report: Reporter | None = None, *, runs: int, warmup: int,
-                  threads: int = 0, provider: str = DEFAULT_PROVIDER) -> tuple[dict, list]:
+def measure_nodes(graph: Graph, feeds, compute_ms: float, report: Reporter | None = None, *, runs: int,
+                  warmup: int, threads: int = 0, provider: str = DEFAULT_PROVIDER) -> tuple[dict, list]:
     """Per-node statistics from onnxruntime's profiler, and the fused groups they came from.
 
     A fused group's time is shared among its nodes in proportion to FLOPs.
     The profiler adds a little time to every kernel, so all node times are
-    scaled by one factor that makes their medians add up to ``whole``'s median.
+    scaled by one factor that makes their medians add up to ``compute_ms``:
+    the whole model's latency less the fixed cost of a call.
     """
     report = report or _Silent()
     report.stage("per-node profile (onnxruntime profiler)", warmup + runs)
@@ -107,7 +113,7 @@ def measure_nodes(graph: Graph, feeds, whole: Stats, report: Reporter | None = N
     shares = share_by_flops(graph, groups, kernels.times, runs)
     group_times = [sum((kernels.times[k] for k in g.kernels if k in kernels.times), np.zeros(runs)) for g in groups]
     profiled = sum(float(np.median(t)) for t in group_times)
-    scale = whole.median_ms / profiled if profiled > 0 else 1.0
+    scale = compute_ms / profiled if profiled > 0 else 1.0
     nodes = {}
     for index, group in enumerate(groups):
         for name in group.nodes:
@@ -120,23 +126,50 @@ def measure_nodes(graph: Graph, feeds, whole: Stats, report: Reporter | None = N
     return nodes, entries
 
 
-def _segment_times(analysis, feeds, report: Reporter, **config) -> dict:
-    """Measured latency of the prefix up to, and the suffix from, every cut vertex."""
-    from splitc.errors import CutError
+def _segment_times(analysis, feeds, report: Reporter, **config) -> tuple[dict, Stats]:
+    """Measured latency of the whole model, and of the prefix up to and the suffix from every cut vertex.
 
-    cuts = analysis.result.cut_vertices
-    report.stage(f"segments ({len(cuts)} cut vertices)", 2 * config["runs"] * len(cuts))
-    prefix, suffix = {}, {}
-    for cut in cuts:
-        try:
+    Every model is timed in ``ROUNDS`` rounds over all of them (a fresh
+    session each time, the samples pooled), so that a slow spell of the
+    machine spreads over all measurements instead of spoiling a few. The
+    prefix of a graph input and the suffix of a final output are a session
+    that computes nothing: the fixed cost of a call.
+    """
+    from splitc.passes.partition import forced_partition
+
+    graph, problem = analysis.graph, analysis.problem
+    readers = dict(zip(problem.value_names, np.diff(problem.cons_ptr)))
+    cuts = [c for c in analysis.result.cut_vertices if readers[c] and forced_partition(problem, [c]).cloud_nodes]
+    per_round = {**config, "runs": max(1, -(-config["runs"] // ROUNDS)), "min_seconds": config["min_seconds"] / ROUNDS}
+    samples: dict[tuple[str, str], list[float]] = defaultdict(list)
+    report.stage(f"whole model and {len(cuts)} cut vertices ({ROUNDS} rounds)", (2 * len(cuts) + 3) * per_round["runs"] * ROUNDS)
+    for _ in range(ROUNDS):
+        times, outputs = sample_model(graph.model, feeds, tick=report.advance, **per_round)
+        samples[("whole", "")] += times
+        _time_pass_through(graph, {**feeds, **outputs}, samples, report, per_round)
+        for cut in cuts:
             split = analysis.split([cut], alternatives=1)
-        except CutError:
-            report.advance(2 * config["runs"])
+            times, produced = sample_model(split.edge_model, feeds, tick=report.advance, **per_round)
+            samples[("prefix", cut)] += times
+            samples[("suffix", cut)] += sample_model(split.cloud_model, {**feeds, **produced}, tick=report.advance,
+                                                     **per_round)[0]
+    segments = {"cut_vertices": analysis.result.cut_vertices, "prefix": {}, "suffix": {}}
+    for (side, name), values in samples.items():
+        if side != "whole":
+            segments[side][name] = Stats.of(values).to_dict()
+    return segments, Stats.of(samples[("whole", "")])
+
+
+def _time_pass_through(graph: Graph, values: dict, samples: dict, report: Reporter, per_round: dict) -> None:
+    """Time a session that only passes the inputs (and one that passes the final outputs) through."""
+    from splitc.backends.onnx_backend import HalfSpec, emit_half
+
+    inputs = [v.name for v in graph.inputs]
+    finals = [v.name for v in graph.outputs if not v.consumers]
+    for side, names in (("prefix", inputs), ("suffix", finals)):
+        if not names:
             continue
-        stats, produced = time_model(split.edge_model, feeds, tick=report.advance, **config)
-        prefix[cut] = stats.to_dict()
-        if split.cloud_model is not None:
-            suffix[cut] = time_model(split.cloud_model, {**feeds, **produced}, tick=report.advance, **config)[0].to_dict()
-        else:
-            report.advance(config["runs"])
-    return {"cut_vertices": cuts, "prefix": prefix, "suffix": suffix}
+        model = emit_half(graph, HalfSpec([], names, names), f"{side}_pass_through")
+        times = sample_model(model, values, tick=report.advance, **per_round)[0]
+        for name in names:
+            samples[(side, name)] += times

@@ -54,34 +54,59 @@ def make_session(model: onnx.ModelProto, options: ort.SessionOptions,
 
 
 MIN_SECONDS = 0.25  # a measurement lasts at least this long, so one burst of load cannot fill it
+CLOCKS = ("auto", "wall", "cpu")
 
 
-def time_runs(run: Callable[[], object], runs: int, warmup: int,
-              tick: Callable[[], None] | None = None, min_seconds: float = MIN_SECONDS) -> Stats:
-    """Call ``run`` ``warmup`` times untimed, then time it (wall clock) at least ``runs`` times
-    and for at least ``min_seconds`` (at most ``20 * runs`` times)."""
+def clock_for(threads: int, clock: str = "auto") -> str:
+    """``"cpu"`` (the calling thread's CPU time) on one thread, else ``"wall"``, unless given.
+
+    With one intra-op thread onnxruntime runs every kernel on the calling
+    thread, so its CPU time is the latency without the time other processes
+    took the core away: robust on a shared machine, and equal to the wall
+    clock on an idle one.
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, not {clock!r}")
+    if clock != "auto":
+        return clock
+    return "cpu" if threads == 1 else "wall"
+
+
+def sample_runs(run: Callable[[], object], runs: int, warmup: int, tick: Callable[[], None] | None = None,
+                min_seconds: float = MIN_SECONDS, clock: str = "wall") -> list[float]:
+    """Call ``run`` ``warmup`` times untimed, then time it (ms) at least ``runs`` times and for at least
+    ``min_seconds`` of wall time (at most ``20 * runs`` times), on the ``"wall"`` or ``"cpu"`` clock."""
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     for _ in range(warmup):
         run()
     samples: list[float] = []
     began = time.perf_counter()
     while len(samples) < runs or (time.perf_counter() - began < min_seconds and len(samples) < 20 * runs):
-        start = time.perf_counter()
+        start = now()
         run()
-        samples.append((time.perf_counter() - start) * 1e3)
+        samples.append((now() - start) * 1e3)
         if tick is not None and len(samples) <= runs:
             tick()
-    return Stats.of(samples)
+    return samples
+
+
+def sample_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int, warmup: int,
+                 threads: int = 0, provider: str = DEFAULT_PROVIDER, tick: Callable[[], None] | None = None,
+                 min_seconds: float = MIN_SECONDS, clock: str = "auto") -> tuple[list[float], dict[str, np.ndarray]]:
+    """Timings (ms) of one model in a fresh session (profiling off), and its outputs."""
+    session = make_session(model, session_options(threads), provider)
+    names = [o.name for o in session.get_outputs()]
+    feed = {i.name: feeds[i.name] for i in session.get_inputs()}
+    samples = sample_runs(lambda: session.run(names, feed), runs, warmup, tick, min_seconds, clock_for(threads, clock))
+    return samples, dict(zip(names, session.run(names, feed)))
 
 
 def time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int, warmup: int,
                threads: int = 0, provider: str = DEFAULT_PROVIDER, tick: Callable[[], None] | None = None,
-               min_seconds: float = MIN_SECONDS) -> tuple[Stats, dict[str, np.ndarray]]:
-    """Latency of one model in a fresh session (profiling off), and its outputs."""
-    session = make_session(model, session_options(threads), provider)
-    names = [o.name for o in session.get_outputs()]
-    feed = {i.name: feeds[i.name] for i in session.get_inputs()}
-    stats = time_runs(lambda: session.run(names, feed), runs, warmup, tick, min_seconds)
-    return stats, dict(zip(names, session.run(names, feed)))
+               min_seconds: float = MIN_SECONDS, clock: str = "auto") -> tuple[Stats, dict[str, np.ndarray]]:
+    """Median and spread of one model's latency in a fresh session, and its outputs."""
+    samples, outputs = sample_model(model, feeds, runs, warmup, threads, provider, tick, min_seconds, clock)
+    return Stats.of(samples), outputs
 
 
 def random_feeds(inputs, seed: int = 0) -> dict[str, np.ndarray]:

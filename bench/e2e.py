@@ -1,0 +1,154 @@
+"""End-to-end benchmark driver: splitc plans vs Origin2Cloud, PNG2Cloud, JPEG2Cloud and edge-only.
+
+Models: the digits CNN (trained, real labels) and ResNet-50- and VGG-16-shaped
+networks built here with onnx.helper (seeded random weights: agreement with the
+float model stands in for accuracy). Inputs of the ImageNet-shaped models are
+224x224 crops of the photos bundled with scikit-image, in [0, 1]. Every request
+goes through the user-space netem proxy to a real in-process ``splitc serve``.
+Writes bench/results/e2e.md, e2e.json and e2e.png.
+
+    python bench/e2e.py [--quick] [--models digits,resnet50,vgg16] [--requests 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from splitc import zoo  # noqa: E402
+from splitc.bench_e2e import BenchConfig, markdown, plot, run_model_bench  # noqa: E402
+from splitc.units import parse_bandwidth  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+DIGITS = ROOT / "examples" / "digits"
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "cat")
+
+
+def resnet50() -> "onnx.ModelProto":
+    """ResNet-50's layout: 7x7 stem, bottleneck stages of 3/4/6/3 blocks, global pool, 1000-way classifier."""
+    b = zoo._Builder(seed=50)
+    x = b.conv_bn_relu(b.input("input", [1, 3, 224, 224]), 3, 64, 7, "stem", stride=2)
+    x = b.maxpool(x, "stem/pool", k=3, stride=2, pad=1)
+    cin = 64
+    for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), 1):
+        for block in range(blocks):
+            stride = 2 if block == 0 and stage > 1 else 1
+            x = _bottleneck(b, x, cin, width, stride, f"layer{stage}.{block}")
+            cin = width * 4
+    b.output(b.head(x, cin, 1000), [1, 1000])
+    return b.model("resnet50")
+
+
+def _bottleneck(b, x: str, cin: int, width: int, stride: int, prefix: str) -> str:
+    y = b.conv_bn_relu(x, cin, width, 1, f"{prefix}/a")
+    y = b.conv_bn_relu(y, width, width, 3, f"{prefix}/b", stride=stride)
+    y = b.bn(b.conv(y, width, width * 4, 1, f"{prefix}/c/conv", bias=False), width * 4, f"{prefix}/c/bn")
+    if stride != 1 or cin != width * 4:
+        x = b.bn(b.conv(x, cin, width * 4, 1, f"{prefix}/proj/conv", stride=stride, bias=False), width * 4,
+                 f"{prefix}/proj/bn")
+    return b.relu(b.op("Add", [y, x], f"{prefix}/add"), f"{prefix}/relu")
+
+
+def vgg16() -> "onnx.ModelProto":
+    """VGG-16's 13 conv layers and 5 pools; a global-pool classifier replaces the 120M-parameter FC layers."""
+    b = zoo._Builder(seed=16)
+    x, cin = b.input("input", [1, 3, 224, 224]), 3
+    for stage, (convs, width) in enumerate(zip((2, 2, 3, 3, 3), (64, 128, 256, 512, 512)), 1):
+        for conv in range(convs):
+            x = b.conv_relu(x, cin, width, 3, f"conv{stage}_{conv + 1}")
+            cin = width
+        x = b.maxpool(x, f"pool{stage}")
+    b.output(b.head(x, cin, 1000), [1, 1000])
+    return b.model("vgg16")
+
+
+def photo_crops(count: int, seed: int, size: int = 224) -> np.ndarray:
+    """Random square crops of scikit-image's photos, resized to ``size``, NCHW float32 in [0, 1]."""
+    import skimage.data
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(count):
+        photo = np.asarray(getattr(skimage.data, PHOTOS[i % len(PHOTOS)])())
+        photo = np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3]
+        side = int(min(photo.shape[:2]) * rng.uniform(0.4, 1.0))
+        top, left = rng.integers(0, photo.shape[0] - side + 1), rng.integers(0, photo.shape[1] - side + 1)
+        crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size, size), Image.BILINEAR)
+        crops.append(np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0)
+    return np.stack(crops)
+
+
+def configs(args, work: Path) -> list[BenchConfig]:
+    bandwidths = [parse_bandwidth(b) for b in args.bw.split(",")]
+    out = []
+    if "digits" in args.models:
+        out.append(BenchConfig(DIGITS / "digits_cnn.onnx", "raspberry-pi-4", "t4", bandwidths, args.rtt,
+                               DIGITS / "calib.npz", DIGITS / "test.npz", 0.01, args.requests, work / "digits",
+                               name="digits_cnn"))
+    for name, build, bits in (("resnet50", resnet50, args.bits), ("vgg16", vgg16, args.vgg_bits)):
+        if name not in args.models:
+            continue
+        np.savez(work / f"{name}-calib.npz", input=photo_crops(args.calib, seed=1))
+        np.savez(work / f"{name}-test.npz", input=photo_crops(args.test, seed=2))
+        out.append(BenchConfig(build(), args.target, "t4", bandwidths, args.rtt, work / f"{name}-calib.npz",
+                               work / f"{name}-test.npz", 0.01, args.requests, work / name, name=name,
+                               bits=bits))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="digits,resnet50,vgg16")
+    parser.add_argument("--bw", default="300KBps,1MBps,5Mbps")
+    parser.add_argument("--rtt", type=float, default=20.0)
+    parser.add_argument("--target", default="jetson-tx2")
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--calib", type=int, default=16, help="calibration crops for the ImageNet-shaped models")
+    parser.add_argument("--test", type=int, default=32, help="held-out crops for their accuracy")
+    parser.add_argument("--bits", default="auto", help="bits of the ResNet-50 plans (auto: chosen jointly)")
+    parser.add_argument("--vgg-bits", default="4", help="VGG-16's (fixed by default: calibrating all widths of "
+                        "its 30 cut vertices takes long on 2 cores)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/splitc-e2e"))
+    parser.add_argument("--quick", action="store_true", help="digits only, 5 requests")
+    args = parser.parse_args()
+    if args.quick:
+        args.models, args.requests = "digits", 5
+    args.bits, args.vgg_bits = (b if b == "auto" else int(b) for b in (args.bits, args.vgg_bits))
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for config in configs(args, args.work):
+        start = time.perf_counter()
+        results.append(run_model_bench(config, progress=lambda line: print(line, flush=True)))
+        results[-1]["bench_seconds"] = time.perf_counter() - start
+    write(results, args)
+
+
+def write(results: list[dict], args) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    header = [
+        "# End-to-end benchmark (bench/e2e.py)", "",
+        f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}. Link: the "
+        f"user-space netem proxy (token bucket per direction, RTT {args.rtt:g} ms). Server: `splitc serve` in "
+        "process (uvicorn, 1 worker thread). Emulated = each half's host time scaled by the cost model's "
+        "target/host ratio (docs/benchmark.md); host = measured wall time here. Speed-up = the method's emulated "
+        "median / splitc's.", "",
+    ]
+    body = [markdown(r) for r in results]
+    (RESULTS / "e2e.md").write_text("\n".join(header + body) + "\n")
+    (RESULTS / "e2e.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot(results, RESULTS / "e2e.png")
+    print((RESULTS / "e2e.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Bandwidth ranges: compile every plan that is optimal somewhere in ``[lo, hi]``.
+
+An option (cut, bits) has latency ``a + b * x`` in ``x = 1 / bandwidth``:
+``a = edge_ms + cloud_ms + rtt_ms`` (no RTT for edge-only) and ``b`` = 1000 x
+the bytes sent and returned. The best option over a range of bandwidths is the
+lower envelope of these lines over ``[1/hi, 1/lo]``; ``envelope`` computes it
+exactly (rational arithmetic, no grid) and returns each winning option with
+the bandwidth interval ``[lo, hi)`` where it is optimal. Options that are
+optimal at a single point only are not emitted; exact ties are broken as
+``splitc.passes.select_bits.rank`` does (fewer bytes, then fewer bits).
+
+``compile_range`` writes ``OUT/plans.json`` and ``OUT/plans/<id>/`` (see docs/plan.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from splitc import __version__, joint
+from splitc.api import Analysis, CompiledSplit, analyse
+from splitc.backends.output import write_directory
+from splitc.errors import SplitcError
+from splitc.passes.partition import partition
+from splitc.passes.qdq import Encoding
+from splitc.passes.select_bits import Option, feasible, rank
+from splitc.units import parse_bandwidth
+
+INDEX_SCHEMA = "splitc.plans/1"
+
+
+@dataclass
+class Piece:
+    """One option of the envelope and its bandwidth interval ``[lo, hi)`` (bytes/s)."""
+
+    option: Option
+    lo: float
+    hi: float
+    a_ms: float
+    b: float  # ms per (1 / (bytes/s)): 1000 x bytes on the wire
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """``"300KBps..50Mbps"`` → ``(300000.0, 6250000.0)`` bytes/s."""
+    low, sep, high = str(text).partition("..")
+    if not sep:
+        raise SplitcError(f"bad bandwidth range {text!r}: expected LOW..HIGH such as 300KBps..50Mbps")
+    lo, hi = parse_bandwidth(low), parse_bandwidth(high)
+    if not lo < hi:
+        raise SplitcError(f"bad bandwidth range {text!r}: the low end must be below the high end")
+    return lo, hi
+
+
+def line(option: Option, rtt_ms: float) -> tuple[Fraction, Fraction]:
+    """``(a, b)``, exact, with ``option.total_ms(bw, rtt) == a + b / bw`` (up to float rounding)."""
+    if not option.cut and not option.returned_bytes:
+        return Fraction(option.edge_ms) + Fraction(option.cloud_ms), Fraction(0)
+    a = Fraction(option.edge_ms) + Fraction(option.cloud_ms) + Fraction(rtt_ms)
+    return a, (Fraction(option.sent_bytes) + Fraction(option.returned_bytes)) * 1000
+
+
+def envelope(options: list[Option], lo: float, hi: float, rtt_ms: float) -> list[Piece]:
+    """The options optimal somewhere in ``[lo, hi]`` bytes/s, by ascending bandwidth."""
+    if not options or not 0 < lo < hi:
+        raise ValueError("envelope needs options and 0 < lo < hi")
+    lines = [(*line(o, rtt_ms), o) for o in options]
+    x, x_end = 1 / Fraction(hi), 1 / Fraction(lo)
+    current = _best_at(lines, x)
+    pieces: list[tuple[tuple, Fraction, Fraction]] = []
+    while True:
+        crossing = _next_crossing(lines, current, x)
+        if crossing is None or crossing[0] >= x_end:
+            pieces.append((current, x, x_end))
+            break
+        pieces.append((current, x, crossing[0]))
+        x, current = crossing
+    return [_piece(c, start, end, lo, hi) for c, start, end in reversed(pieces)]
+
+
+def _key(item) -> tuple:
+    a, b, option = item
+    return (b, option.sent_bytes, option.bits)
+
+
+def _best_at(lines, x: Fraction):
+    """The line lowest at ``x``; among equals, the flattest (it stays lowest to the right)."""
+    lowest = min(a + b * x for a, b, _ in lines)
+    return min((item for item in lines if item[0] + item[1] * x == lowest), key=_key)
+
+
+def _next_crossing(lines, current, x: Fraction):
+    """The first ``x' > x`` where a flatter line drops below ``current``, and that line."""
+    a0, b0, _ = current
+    found = None
+    for item in lines:
+        a, b, _ = item
+        if b >= b0:
+            continue
+        cross = (a - a0) / (b0 - b)
+        if cross <= x:
+            continue
+        if found is None or cross < found[0] or (cross == found[0] and _key(item) < _key(found[1])):
+            found = (cross, item)
+    return found
+
+
+def _piece(item, x_start: Fraction, x_end: Fraction, lo: float, hi: float) -> Piece:
+    a, b, option = item
+    low = lo if x_end == 1 / Fraction(lo) else float(1 / x_end)
+    high = hi if x_start == 1 / Fraction(hi) else float(1 / x_start)
+    return Piece(option, low, high, float(a), float(b))
+
+
+def feasible_options(analyses: list[Analysis], options: joint.EncodingOptions) -> tuple[list[Option], object]:
+    """Every (cut, bits) option within the accuracy bound, over the candidate cuts of all ``analyses``.
+
+    The same candidates, calibration and bound as ``splitc.joint.choose``,
+    which keeps only the best option for one bandwidth.
+    """
+    options.check()
+    base = analyses[0]
+    cuts = _union(joint.candidate_cuts(a) for a in analyses)
+    bits = options.bit_choices()
+    table = None
+    if options.calib is not None:
+        table, _meas, _calib = joint._calibrate(base, options, cuts, bits)
+
+        def sizes(cut, c):
+            if not cut:
+                return 0.0, 0.0, 0.0
+            entry = table.get(cut, c)
+            return entry["bytes"], entry["drop"], entry["drop_se"]
+    else:
+        if options.bits == "auto":
+            warnings.warn("no --calib data: using 8 bits; the accuracy bound was NOT checked",
+                          joint.UncheckedAccuracy, stacklevel=2)
+            bits = [8]
+        sizes = joint._guess(base, options)
+    ok = feasible(joint._options_from(base, cuts, bits, sizes), options.max_drop)
+    if not ok:
+        raise SplitcError(f"no cut meets --max-drop {options.max_drop:.2%}; allow more bits or a larger drop")
+    return ok, table
+
+
+def _union(groups) -> list[tuple[str, ...]]:
+    seen, cuts = set(), []
+    for group in groups:
+        for cut in group:
+            if tuple(sorted(cut)) not in seen:
+                seen.add(tuple(sorted(cut)))
+                cuts.append(cut)
+    return cuts
+
+
+def at_link(analysis: Analysis, bandwidth: float, rtt_ms: float) -> Analysis:
+    """The same model and costs, partitioned for another link."""
+    problem = analysis.problem.with_link(bandwidth, rtt_ms)
+    return Analysis(analysis.graph, analysis.costs, problem, partition(problem), analysis.models)
+
+
+@dataclass
+class AdaptiveSplit:
+    """The plans of a bandwidth range: one ``CompiledSplit`` per envelope piece."""
+
+    pieces: list[Piece]
+    splits: list[CompiledSplit]
+    index: dict
+    calibration: bytes | None = None
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``plans.json`` and ``plans/<id>/`` atomically (replacing an earlier splitc output)."""
+
+        def fill(tmp: Path) -> None:
+            for entry, split in zip(self.index["plans"], self.splits):
+                split.files.pop("calibration.json", None)
+                split.save(tmp / entry["dir"])
+            if self.calibration is not None:
+                (tmp / "calibration.json").write_bytes(self.calibration)
+            (tmp / "plans.json").write_text(json.dumps(self.index, indent=2) + "\n")
+
+        return _replace(Path(out_dir), fill)
+
+
+def compile_range(model, bandwidth: str | tuple[float, float], target: str = "jetson-tx2", cloud: str = "t4",
+                  rtt: str | float = "20ms", input_shapes=None, progress=None, bits: str | int = "auto",
+                  codec: str = "huffman", calib=None, max_drop: float = 0.01, metric: str = "auto",
+                  per_channel: bool = False, cache_dir=None, preprocess=None, emit_fallback: bool = False
+                  ) -> AdaptiveSplit:
+    """Compile the plans optimal somewhere in a bandwidth range (``"300KBps..50Mbps"``).
+
+    The other arguments are those of ``splitc.compile``.
+    """
+    lo, hi = parse_range(bandwidth) if isinstance(bandwidth, str) else map(float, bandwidth)
+    step = progress or (lambda _stage: None)
+    base = analyse(model, target, cloud, hi, rtt, input_shapes, progress)
+    rtt_ms = base.problem.rtt_ms
+    analyses = [base, *(at_link(base, bw, rtt_ms) for bw in (math.sqrt(lo * hi), lo))]
+    options = joint.EncodingOptions(bits, codec, max_drop, calib, metric, per_channel,
+                                    Path(cache_dir) if cache_dir else None, preprocess)
+    step("finding the feasible (cut, bits) options")
+    ok, table = feasible_options(analyses, options)
+    pieces = envelope(ok, lo, hi, rtt_ms)
+    step(f"emitting {len(pieces)} plans")
+    splits = [_emit(base, piece, ok, options, table, emit_fallback) for piece in pieces]
+    index = _index(base, pieces, splits, (lo, hi), rtt_ms, options, len(ok))
+    cached = (json.dumps(table.to_json(), indent=1) + "\n").encode() if table is not None else None
+    return AdaptiveSplit(pieces, splits, index, cached)
+
+
+def _emit(base: Analysis, piece: Piece, ok: list[Option], options, table, emit_fallback: bool) -> CompiledSplit:
+    bandwidth = math.sqrt(piece.lo * piece.hi)
+    analysis = at_link(base, bandwidth, base.problem.rtt_ms)
+    option = piece.option
+    encodings = [Encoding(t, option.bits, joint._axis(options, len(base.graph.values[t].shape)),
+                          options.codec if option.bits <= 8 else "none") for t in option.cut]
+    books = joint._codebooks(base, options, encodings) if options.calib is not None else {}
+    ranked = [option, *(o for o in rank(ok, bandwidth, base.problem.rtt_ms, options.max_drop) if o is not option)]
+    choice = joint.Choice(option, ranked, encodings, books, table, checked=options.calib is not None,
+                          max_drop=options.max_drop)
+    split = analysis.split(choice=choice)
+    split.plan["adaptive"] = {"interval_Bps": [piece.lo, piece.hi], "a_ms": piece.a_ms, "b_bytes": piece.b / 1e3}
+    if emit_fallback:
+        split.plan["fallback"] = True
+    return split
+
+
+def _index(base: Analysis, pieces: list[Piece], splits, span, rtt_ms: float, options, feasible_count: int) -> dict:
+    plans = []
+    for number, (piece, split) in enumerate(zip(pieces, splits)):
+        plan_id = f"p{number}"
+        plans.append({
+            "id": plan_id, "dir": f"plans/{plan_id}", "interval_Bps": [piece.lo, piece.hi],
+            "kind": split.plan["kind"], "cut": list(piece.option.cut), "bits": piece.option.bits,
+            "sent_bytes": piece.option.sent_bytes, "returned_bytes": piece.option.returned_bytes,
+            "drop": piece.option.drop, "a_ms": piece.a_ms, "b_bytes": piece.b / 1e3,
+            "predicted_ms": [piece.a_ms + piece.b / piece.lo, piece.a_ms + piece.b / piece.hi],
+        })
+    return {
+        "schema": INDEX_SCHEMA,
+        "splitc_version": __version__,
+        "model": {"name": base.graph.name, "sha256": base.graph.sha256},
+        "targets": {"edge": base.models[0].name, "cloud": base.models[1].name},
+        "range_Bps": list(span),
+        "rtt_ms": rtt_ms,
+        "max_drop": options.max_drop,
+        "feasible_options": feasible_count,
+        "breakpoints_Bps": [p.lo for p in pieces[1:]],
+        "plans": plans,
+    }
+
+
+def _replace(out: Path, fill) -> Path:
+    """``write_directory``, also replacing an earlier bandwidth-range output (marked by ``plans.json``)."""
+    if not (out / "plans.json").is_file():
+        return write_directory(out, fill)
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, aside / out.name)
+    try:
+        return write_directory(out, fill)
+    except BaseException:
+        os.replace(aside / out.name, out)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)

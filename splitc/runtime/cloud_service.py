@@ -1,0 +1,142 @@
+"""The cloud side without HTTP: request bytes in, response bytes out.
+
+``CloudService(out_dir)`` loads the cloud half of every plan in an output
+directory with onnxruntime (one session per plan, shared by all threads:
+``InferenceSession.run`` is thread-safe) and answers requests
+(``splitc.runtime.request``). A request it cannot serve raises ``Rejected``
+with the HTTP status and a short error code; nothing a client sends makes it
+allocate more than the plan's own tensor sizes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from splitc.runtime import codec, request
+from splitc.runtime.cut_codec import CutCodec
+from splitc.runtime.plans import PlanEntry, PlanSet
+
+
+class Rejected(Exception):
+    """A request the server will not serve: ``status`` (4xx/5xx), ``code`` and a message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass
+class ServedPlan:
+    """A plan's cloud half, ready to run."""
+
+    entry: PlanEntry
+    session: ort.InferenceSession
+    cut_codec: CutCodec
+    output_names: list[str]
+    cut_shapes: list[tuple[int, ...]]
+
+
+def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session (``threads`` intra-op threads; 0: onnxruntime's default)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class CloudService:
+    """Runs the cloud halves of all plans in ``out_dir``."""
+
+    def __init__(self, out_dir: str | Path, ort_threads: int = 0, reply_bits: int = 32) -> None:
+        if reply_bits not in (16, 32):
+            raise ValueError(f"reply bits must be 16 or 32, not {reply_bits}")
+        self.plans = PlanSet(out_dir)
+        self.reply_bits = reply_bits
+        self.served = {e.id: _serve(e, ort_threads) for e in self.plans.entries if e.has_cloud}
+
+    def describe(self) -> dict:
+        """What ``GET /v1/plans`` returns."""
+        return {
+            "adaptive": self.plans.adaptive,
+            "breakpoints_Bps": self.plans.breakpoints,
+            "plans": [_describe(e, e.id in self.served) for e in self.plans.entries],
+        }
+
+    def infer(self, body: bytes) -> tuple[bytes, str, dict]:
+        """Serve one request: the response bytes, the plan id and the server timings (ms)."""
+        t0 = time.perf_counter()
+        try:
+            message = request.decode_request(body, max_length=len(body))
+        except codec.CodecError as exc:
+            raise Rejected(400, "bad_request", str(exc)) from exc
+        served = self._plan_for(message)
+        feeds = self._decode(served, message)
+        t1 = time.perf_counter()
+        values = served.session.run(served.output_names, feeds)
+        t2 = time.perf_counter()
+        records = [request.output_record(n, v, self.reply_bits) for n, v in zip(served.output_names, values)]
+        timing = {"decode_ms": (t1 - t0) * 1e3, "cloud_ms": (t2 - t1) * 1e3,
+                  "encode_ms": (time.perf_counter() - t2) * 1e3}
+        reply = request.Message(message.plan_id, records, message.request_id, served.entry.crc, timing)
+        return request.encode_response(reply), message.plan_id, timing
+
+    def _plan_for(self, message: request.Message) -> ServedPlan:
+        entry = self.plans.by_id.get(message.plan_id)
+        if entry is None:
+            raise Rejected(404, "unknown_plan", f"no plan {message.plan_id!r} here (see GET /v1/plans)")
+        if message.plan_crc and message.plan_crc != entry.crc:
+            raise Rejected(409, "plan_mismatch", f"plan {entry.id!r} differs from the client's (plan.json CRC "
+                                                 f"{message.plan_crc:08x}, the server has {entry.crc:08x})")
+        if entry.id not in self.served:
+            raise Rejected(400, "edge_only", f"plan {entry.id!r} runs on the edge only")
+        return self.served[entry.id]
+
+    def _decode(self, served: ServedPlan, message: request.Message) -> dict[str, np.ndarray]:
+        entries = served.cut_codec.entries
+        if len(message.records) != len(entries):
+            raise Rejected(400, "bad_request", f"plan {served.entry.id!r} takes {len(entries)} cut tensors, "
+                                               f"the request has {len(message.records)}")
+        for record, entry, shape in zip(message.records, entries, served.cut_shapes):
+            _check_record(record, entry["tensor"], shape)
+        try:
+            return served.cut_codec.decode([r.data for r in message.records])
+        except codec.CodecError as exc:
+            raise Rejected(400, "bad_request", str(exc)) from exc
+
+
+def _check_record(record: request.Record, tensor: str, shape: tuple[int, ...]) -> None:
+    """Reject a record before decoding unless it is a frame whose header declares the plan's shape."""
+    if record.kind != request.KIND_FRAME or record.name not in ("", tensor):
+        raise Rejected(400, "bad_request", f"the record for {tensor!r} must be a frame named '' or {tensor!r}")
+    declared = request.frame_shape(record.data)
+    if declared is not None and tuple(declared) != shape:
+        raise Rejected(400, "bad_request", f"the frame for {tensor!r} has shape {list(declared)}, "
+                                           f"the plan expects {list(shape)}")
+
+
+def _serve(entry: PlanEntry, threads: int) -> ServedPlan:
+    session = open_session(entry.dir / entry.plan["cloud"]["file"], threads)
+    names = [o.name for o in session.get_outputs()]
+    shapes = [tuple(int(d) for d in c["shape"]) for c in entry.plan["cut"]]
+    return ServedPlan(entry, session, CutCodec(entry.plan, entry.dir), names, shapes)
+
+
+def _describe(entry: PlanEntry, served: bool) -> dict:
+    return {
+        "id": entry.id,
+        "crc": f"{entry.crc:08x}",
+        "interval_Bps": [v if math.isfinite(v) else None for v in entry.interval],
+        "kind": entry.plan.get("kind"),
+        "cut": [c["tensor"] for c in entry.plan.get("cut", [])],
+        "bits": [c.get("bits", 32) for c in entry.plan.get("cut", [])],
+        "served": served,
+    }
