@@ -117,9 +117,9 @@ def timed_exchange(sock: socket.socket, nbytes: int) -> float:
 
 
 def measure_link(port: int, nbytes: int, host: str = "127.0.0.1") -> tuple[float, float]:
-    """(RTT in s, rate in bytes/s) of the path to a ``Sink``: the best of 3 empty exchanges, then one bulk one."""
+    """(RTT in s, rate in bytes/s) of the path to a ``Sink``: the best of 7 empty exchanges, then one bulk one."""
     with socket.create_connection((host, port), timeout=30) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        rtt = min(timed_exchange(sock, 0) for _ in range(3))
+        rtt = min(timed_exchange(sock, 0) for _ in range(7))
         bulk = timed_exchange(sock, nbytes)
     return rtt, nbytes / max(bulk - rtt, 1e-9)
