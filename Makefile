@@ -25,6 +25,7 @@ test: install
 bench: install
 	$(BIN)/python bench/partition.py
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/latency_model.py
 
 bench-e2e: install
 	$(BIN)/python bench/e2e.py

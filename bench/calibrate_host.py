@@ -37,7 +37,8 @@ RUNS, WARMUP, THREADS = 20, 3, 1
 
 def models() -> dict:
     found = {name: zoo.build(name) for name in zoo.MODELS}
-    found.update({f"light_{n}": str(LIGHT / f"light_{n}.onnx") for n in LIGHT_MODELS if (LIGHT / f"light_{n}.onnx").exists()})
+    paths = {f"light_{n}": LIGHT / f"light_{n}.onnx" for n in LIGHT_MODELS}
+    found.update({name: str(path) for name, path in paths.items() if path.exists()})
     return found
 
 

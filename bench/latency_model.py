@@ -223,10 +223,25 @@ def per_model_table(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def misses(rows: list[dict]) -> list[str]:
+    """A note on the halves (b) gets most wrong."""
+    wrong = [r for r in rows if abs(r["b_segment"] - r["measured_ms"]) / r["measured_ms"] > 0.25]
+    if not wrong:
+        return []
+    largest = max(r["measured_ms"] for r in wrong) * 1e3
+    return ["### Where (b) misses", "",
+            f"{len(wrong)} of {len(rows)} halves are off by more than 25%; the largest of them takes "
+            f"{largest:.1f} us. They are splits inside a block of a tiny model, where a half lasts a few tens of "
+            "microseconds: such a split adds a layout reorder for each tensor sent out of an NCHWc-fused block "
+            "and the fixed cost of another call, which neither the measured segments nor the per-node times "
+            "contain, and which is a large share of so short a half.", ""]
+
+
 def write(rows: list[dict], meta: dict) -> None:
     stats = summary(rows)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latency_model.json").write_text(json.dumps({"meta": meta, "summary": stats, "rows": rows}, indent=1) + "\n")
+    document = {"meta": meta, "summary": stats, "rows": rows}
+    (RESULTS / "latency_model.json").write_text(json.dumps(document, indent=1) + "\n")
     b_all, b_big = stats["all"]["b_segment"], stats[f"all, halves >= {SMALL_MS} ms"]["b_segment"]
     verdict = lambda b: "met" if b["median"] <= 0.10 and b["max"] <= 0.25 else "NOT met"  # noqa: E731
     lines = ["# Latency model: predicted vs measured split halves", "",
@@ -242,7 +257,7 @@ def write(rows: list[dict], meta: dict) -> None:
              f"Target for (b): median <= 10% and max <= 25%. Over all halves: **{verdict(b_all)}** "
              f"({100 * b_all['median']:.1f}% / {100 * b_all['max']:.1f}%); over halves of at least {SMALL_MS} ms: "
              f"**{verdict(b_big)}** ({100 * b_big['median']:.1f}% / {100 * b_big['max']:.1f}%).", ""]
-    lines += table("All models", stats) + per_model_table(rows)
+    lines += table("All models", stats) + per_model_table(rows) + misses(rows)
     (RESULTS / "latency_model.md").write_text("\n".join(lines))
 
 

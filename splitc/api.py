@@ -12,6 +12,7 @@ import onnx
 from splitc.backends import onnx_backend as emit
 from splitc.backends.manifest import build_manifest, codebook_files
 from splitc.backends.output import write_directory
+from splitc.errors import SplitcError
 from splitc.frontend import import_model
 from splitc.ir.graph import Graph
 from splitc.passes.base import PassManager
@@ -40,17 +41,30 @@ class CompiledSplit:
     cloud_model: onnx.ModelProto | None
     files: dict[str, bytes] = field(default_factory=dict)  # codebooks, calibration tables
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write ``edge.onnx``, ``cloud.onnx`` (unless edge-only) and ``plan.json`` atomically."""
+    def save(self, out_dir: str | Path, backend: str = "onnx", tvm_fallback: str | None = None) -> Path:
+        """Write ``edge.onnx``, ``cloud.onnx`` (unless edge-only) and ``plan.json`` atomically.
+
+        ``backend="tvm"`` writes TVM builds ``edge.so``/``cloud.so`` instead (needs
+        ``splitc[tvm]``); with ``tvm_fallback="onnx"`` a half TVM cannot import is
+        written as ONNX, with a warning, instead of failing.
+        """
+        if backend not in ("onnx", "tvm") or (tvm_fallback is not None and backend != "tvm"):
+            raise SplitcError(f"backend must be onnx or tvm (--tvm-fallback needs tvm), not {backend!r}")
 
         def fill(tmp: Path) -> None:
-            emit.save_half(self.edge_model, tmp / "edge.onnx")
-            if self.cloud_model is not None:
-                emit.save_half(self.cloud_model, tmp / "cloud.onnx")
+            plan = self.plan
+            if backend == "tvm":
+                from splitc.backends.tvm import write_tvm_halves
+
+                plan = write_tvm_halves(self, tmp, tvm_fallback)
+            else:
+                emit.save_half(self.edge_model, tmp / "edge.onnx")
+                if self.cloud_model is not None:
+                    emit.save_half(self.cloud_model, tmp / "cloud.onnx")
             for name, data in self.files.items():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(data)
-            (tmp / "plan.json").write_text(json.dumps(self.plan, indent=2) + "\n")
+            (tmp / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
 
         return write_directory(out_dir, fill)
 
@@ -79,11 +93,12 @@ class Analysis:
         With a ``choice`` (from ``splitc.joint.choose``) its cut is emitted with
         the quantize/dequantize nodes of its encodings.
         """
+        forced = cut is not None
         if choice is not None:
             cut = list(choice.option.cut)
         part = self.result.best if cut is None else forced_partition(self.problem, cut)
         link = (self.problem.bandwidth, self.problem.rtt_ms)
-        return _assemble(self.graph, part, self.result, self.costs, self.models, link, alternatives, cut, choice)
+        return _assemble(self.graph, part, self.result, self.costs, self.models, link, alternatives, forced, choice)
 
 
 def analyse(
@@ -156,7 +171,7 @@ def compile(
     return analysis.split(cut, alternatives, choice)
 
 
-def _assemble(graph, part, result, costs, models, link, alternatives, cut, choice=None) -> CompiledSplit:
+def _assemble(graph, part, result, costs, models, link, alternatives, forced, choice=None) -> CompiledSplit:
     edge_model, cloud_model = models
     edge_spec = emit.edge_spec(graph, part.edge_nodes, part.cut_values)
     edge_half = emit.emit_half(graph, edge_spec, f"{graph.name}_edge")
@@ -184,7 +199,7 @@ def _assemble(graph, part, result, costs, models, link, alternatives, cut, choic
         alternatives=result.candidates(alternatives),
         cut_vertices=result.cut_vertices,
         solve_ms=result.solve_ms,
-        forced=cut is not None,
+        forced=forced,
         cloud_target=cloud_model.name,
         choice=choice,
     )

@@ -78,6 +78,10 @@ def compile_command(
     emit_fallback: bool = typer.Option(
         False, "--emit-fallback", help="Mark the plan fallback: true (ship cloud.onnx to the edge for --fallback local)."
     ),
+    backend: str = typer.Option("onnx", "--backend", help="Emit the halves as onnx (.onnx) or tvm (.so builds)."),
+    tvm_fallback: Optional[str] = typer.Option(
+        None, "--tvm-fallback", help="With --backend tvm: 'onnx' emits a half TVM cannot import as ONNX instead."
+    ),
 ) -> None:
     """Split MODEL between an edge device and the cloud and write the halves to -o.
 
@@ -87,6 +91,12 @@ def compile_command(
     from splitc.report import compile_summary, print_compile_report
 
     quiet = as_json or not console.is_terminal
+    if backend == "tvm":  # fail before compiling: TVM missing, or a --bw range (not supported with TVM)
+        from splitc.backends.tvm.build import require_tvm
+
+        require_tvm()
+        if ".." in bw:
+            raise SplitcError("--backend tvm takes a single --bw rate, not a range")
     if ".." in bw:
         from splitc.adaptive import compile_range
         from splitc.stitch_report import print_range_report, range_summary
@@ -115,7 +125,7 @@ def compile_command(
         step("writing the output directory")
         if emit_fallback:
             split.plan["fallback"] = True
-        split.save(out)
+        split.save(out, backend=backend, tvm_fallback=tvm_fallback)
     for warning in caught:
         errors.print(f"[yellow]warning:[/] {warning.message}", highlight=False, soft_wrap=True)
     from splitc.profiling.command import cost_warnings

@@ -133,8 +133,9 @@ def test_prediction_at_cut_vertices_is_the_measured_segment_time(profiled):
     node_ms = lambda names: sum(document["nodes"][n]["median_ms"] for n in names)  # noqa: E731
     edge_side = ["block2/a/conv", "block2/a/bn", "block2/a/relu", "block2/proj/conv", "block2/proj/bn"]
     cloud_side = ["block2/b/conv", "block2/b/bn", "block2/add"]
-    assert part.edge_ms == pytest.approx(segments["prefix"]["block1/relu"]["median_ms"] + node_ms(edge_side), rel=1e-12)
-    assert part.cloud_ms == pytest.approx(segments["suffix"]["block2/add"]["median_ms"] + node_ms(cloud_side), rel=1e-12)
+    prefix, suffix = segments["prefix"]["block1/relu"]["median_ms"], segments["suffix"]["block2/add"]["median_ms"]
+    assert part.edge_ms == pytest.approx(prefix + node_ms(edge_side), rel=1e-12)
+    assert part.cloud_ms == pytest.approx(suffix + node_ms(cloud_side), rel=1e-12)
 
 
 def test_missing_nodes_fall_back_to_the_host_roofline(profiled, tmp_path):
@@ -174,4 +175,5 @@ def test_host_target_is_calibrated_and_other_targets_scale_it():
     t = tx2.target
     expected_eff = t.efficiency * table["efficiency"] / host.table["efficiency"]
     roofline = max(conv.flops / t.peak_flops, conv.memory_bytes / t.mem_bw)
-    assert tx2.node_ms(conv) == pytest.approx(roofline / expected_eff * 1e3 + t.overhead_us * table["launch_fraction"] * 1e-3)
+    overhead = t.overhead_us * table["launch_fraction"]
+    assert tx2.node_ms(conv) == pytest.approx(roofline / expected_eff * 1e3 + overhead * 1e-3)

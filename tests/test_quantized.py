@@ -152,6 +152,7 @@ def test_digits_accuracy_bound_holds_on_held_out_split(tmp_path: Path, cut) -> N
     split = splitc.compile(DIGITS, target=MCU, bandwidth="1Mbps", rtt="5ms", bits="auto", calib=CALIB,
                            max_drop=0.01, cut=cut)
     assert split.plan["kind"] != "edge-only"
+    assert split.plan["forced"] is (cut is not None)
     (entry,) = split.plan["cut"]
     assert entry["bits"] <= 8 and entry["codec"]["name"] == "huffman"
     assert split.plan["selection"]["accuracy_checked"] is True

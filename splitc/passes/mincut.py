@@ -214,12 +214,17 @@ def _exact_segment(edges: MergedEdges, vertex_seg: np.ndarray, j: int) -> np.nda
     return side
 
 
-def exact_segment_cut(problem: SplitProblem, cut_values: np.ndarray, segment: np.ndarray, j: int,
-                      force_cloud: np.ndarray | None = None, force_edge: np.ndarray | None = None) -> np.ndarray:
-    """``on_cloud`` of segment j's nodes (others False) from its exact min-cut, extra nodes forced."""
-    vertex_seg = np.concatenate([[-1, -1], segment, _value_segments(problem, cut_values, segment)])
-    side = _exact_segment(merge_edges(build_network(problem, cut_values, force_cloud, force_edge)), vertex_seg, j)
-    return ~side[2 : 2 + problem.num_nodes] & (segment == j)
+def pinned_cuts(problem: SplitProblem, cut_values: np.ndarray, force_cloud: np.ndarray,
+                force_edge: np.ndarray) -> np.ndarray:
+    """``on_cloud`` of every segment's min-cut with extra nodes pinned to the cloud or the edge.
+
+    One integer max-flow without the capacity capping of ``solve_segments``
+    (pins can make every whole-segment cut invalid): exact for whole-number
+    costs, otherwise to within the rounding of 2**-30 of the total capacity.
+    """
+    edges = merge_edges(build_network(problem, cut_values, force_cloud, force_edge))
+    side, _, _ = _max_flow(edges, edges.finite)
+    return ~side[2 : 2 + problem.num_nodes]
 
 
 def solve_segments(problem: SplitProblem, cut_values: np.ndarray) -> SegmentSolution:

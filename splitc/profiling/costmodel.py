@@ -91,7 +91,8 @@ def check_model(profile: Profile, graph: Graph) -> str:
 def _check_inputs(profile: Profile, graph: Graph) -> None:
     shapes = {v.name: list(v.shape) for v in graph.inputs}
     measured = profile.data["model"].get("inputs", [])
-    found = {e.get("name"): e.get("shape") for e in measured if isinstance(e, dict)} if isinstance(measured, list) else {}
+    entries = measured if isinstance(measured, list) else []
+    found = {e.get("name"): e.get("shape") for e in entries if isinstance(e, dict)}
     for name, shape in found.items():
         if shapes.get(name) != shape:
             raise ProfileError(f"profile {profile.path} was measured with input {name!r} of shape {shape}, "

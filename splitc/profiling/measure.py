@@ -142,7 +142,8 @@ def _segment_times(analysis, feeds, report: Reporter, **config) -> tuple[dict, S
     cuts = [c for c in analysis.result.cut_vertices if readers[c] and forced_partition(problem, [c]).cloud_nodes]
     per_round = {**config, "runs": max(1, -(-config["runs"] // ROUNDS)), "min_seconds": config["min_seconds"] / ROUNDS}
     samples: dict[tuple[str, str], list[float]] = defaultdict(list)
-    report.stage(f"whole model and {len(cuts)} cut vertices ({ROUNDS} rounds)", (2 * len(cuts) + 3) * per_round["runs"] * ROUNDS)
+    steps = (2 * len(cuts) + 3) * per_round["runs"] * ROUNDS
+    report.stage(f"whole model and {len(cuts)} cut vertices ({ROUNDS} rounds)", steps)
     for _ in range(ROUNDS):
         times, outputs = sample_model(graph.model, feeds, tick=report.advance, **per_round)
         samples[("whole", "")] += times

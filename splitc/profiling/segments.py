@@ -85,8 +85,10 @@ def anchor_times(problem: SplitProblem, cut_values: np.ndarray, segment: np.ndar
     """Prefix and suffix time at the anchors (source, cut vertices, sink): two (k + 2,) arrays."""
     k = len(cut_values)
     prefix, suffix = problem.edge_prefix_ms, problem.cloud_suffix_ms
-    before = np.concatenate([[0.0], np.cumsum(np.bincount(segment, weights=problem.edge_ms, minlength=k + 1))])
-    after = np.concatenate([np.cumsum(np.bincount(segment, weights=problem.cloud_ms, minlength=k + 1)[::-1])[::-1], [0.0]])
+    own_edge = np.bincount(segment, weights=problem.edge_ms, minlength=k + 1)
+    own_cloud = np.bincount(segment, weights=problem.cloud_ms, minlength=k + 1)
+    before = np.concatenate([[0.0], np.cumsum(own_edge)])  # per-node time of the segments before anchor i
+    after = np.concatenate([np.cumsum(own_cloud[::-1])[::-1], [0.0]])  # ... and from anchor i on
     cut_prefix = prefix[cut_values] if prefix is not None else np.full(k, np.nan)
     cut_suffix = suffix[cut_values] if suffix is not None else np.full(k, np.nan)
     edge = [_largest(prefix, problem.producer < 0), *cut_prefix, _measured(prefix, _only(problem.is_output))]
@@ -107,7 +109,8 @@ def measured_sides(problem: SplitProblem, on_cloud: np.ndarray) -> tuple[float, 
     edge_ms = edge[j] + problem.edge_ms[~on_cloud & later].sum()
     if on_cloud[later].all():  # the cloud anchor is the same cut vertex
         return float(edge_ms), float(cloud[j])
-    cloud_ms = cloud[j + 1] + problem.cloud_ms[on_cloud & (segment <= j)].sum() - problem.cloud_ms[~on_cloud & (segment > j)].sum()
+    cloud_ms = (cloud[j + 1] + problem.cloud_ms[on_cloud & (segment <= j)].sum()
+                - problem.cloud_ms[~on_cloud & (segment > j)].sum())
     return float(edge_ms), float(cloud_ms)
 
 
@@ -125,62 +128,67 @@ def settle_segments(problem: SplitProblem, cut_values: np.ndarray, segment: np.n
                     totals: np.ndarray, price: Pricing) -> tuple[np.ndarray, np.ndarray]:
     """Price the non-modular assignments of each candidate exactly, and keep each candidate's best.
 
-    Candidate j prices its segment's assignments A by one modular function
-    g_j(A) (the min-cut's, via ``price``). Two are priced otherwise: the whole
-    segment on the cloud (g + ``bonus[j]``: its cloud anchor is the cut vertex
-    opening the segment) and, in the last segment, all on the edge
-    (edge-only). The best *mixed* assignment (a node on each side) is the
-    min-cut's answer when that is mixed; when the min-cut chose a special one
-    and a mixed one could still win, it is found by pinning, in turn, each of
-    the segment's first nodes to the edge (and in the last segment each node
-    making a graph output to the cloud) and re-solving exactly.
+    Candidate j prices its segment's assignments by one modular function g_j
+    (the min-cut's; ``price`` gives every candidate's g for an assignment).
+    Two are priced otherwise: the whole segment on the cloud (its cloud anchor
+    is the cut vertex opening the segment) and, in the last segment, all on
+    the edge (edge-only). The best *mixed* assignment (a node on each side) is
+    the min-cut's answer when that is mixed; when the min-cut chose a special
+    one and a mixed one could still win, the segment is re-solved with, in
+    turn, each of its first nodes pinned to the edge (any mixed assignment
+    has one there) and, in the last segment, each node making a graph output
+    pinned to the cloud. Segments are independent, so each round of pins is
+    one max-flow over all of them.
     """
-    k = len(cut_values)
+    k, n = len(cut_values), problem.num_nodes
     edge, cloud = anchor_times(problem, cut_values, segment)
-    bonus = cloud[: k + 1] - cloud[1:] - np.bincount(segment, weights=problem.cloud_ms, minlength=k + 1)
-    all_cloud = price(np.ones(problem.num_nodes, dtype=bool)) + bonus
-    on_cloud, totals = on_cloud.copy(), totals.copy()
-    for j in range(k + 1):
-        mine = segment == j
-        if not mine.any():  # an empty last segment: candidate k is edge-only
-            totals[j] = edge[-1] if j == k else totals[j]
-            continue
-        chosen = on_cloud[mine]
-        options = [(all_cloud[j], np.ones(int(mine.sum()), dtype=bool))]
-        if j == k:
-            options.append((edge[-1], np.zeros(int(mine.sum()), dtype=bool)))
-        mixed = chosen.any() and not chosen.all()
-        if mixed:
-            options.append((totals[j], chosen))
-        elif totals[j] + (problem.rtt_ms if not chosen.any() else 0.0) < min(o[0] for o in options):
-            options += [(price(np.where(mine, _spread(mine, a), on_cloud))[j], a)
-                        for a in _mixed_assignments(problem, cut_values, segment, j)]
-        best, assignment = min(options, key=lambda option: option[0])
-        on_cloud[mine], totals[j] = assignment, best
-    return on_cloud, totals
+    count = np.bincount(segment, minlength=k + 1)
+    clouds = np.bincount(segment, weights=on_cloud.astype(np.float64), minlength=k + 1)
+    own_cloud = np.bincount(segment, weights=problem.cloud_ms, minlength=k + 1)
+    all_cloud = price(np.ones(n, dtype=bool)) + cloud[: k + 1] - cloud[1:] - own_cloud
+    mixed = (clouds > 0) & (clouds < count)
+    best, assign = np.where(mixed, totals, np.inf), on_cloud.copy()
+    take = (count > 0) & (all_cloud < best)
+    best[take], assign[take[segment]] = all_cloud[take], True
+    if edge[-1] < best[k]:
+        best[k], assign[segment == k] = edge[-1], False
+    lower = totals + np.where(clouds == 0, problem.rtt_ms, 0.0)  # the min-cut's g, plus the RTT a split adds
+    need = np.flatnonzero((count > 0) & ~mixed & (lower < best))
+    pins = _pins(problem, cut_values, segment, need)
+    for r in range(max((len(p) for p in pins.values()), default=0)):
+        chosen = {j: p[r] for j, p in pins.items() if r < len(p)}
+        found = pinned_cuts_of(problem, cut_values, chosen.values())
+        priced, better = price(found), np.zeros(k + 1, dtype=bool)
+        better[list(chosen)] = True
+        better &= priced < best
+        best = np.where(better, priced, best)
+        assign = np.where(better[segment], found, assign)
+    return assign, best
 
 
-def _spread(mine: np.ndarray, values: np.ndarray) -> np.ndarray:
-    full = np.zeros(len(mine), dtype=bool)
-    full[mine] = values
-    return full
+def pinned_cuts_of(problem: SplitProblem, cut_values: np.ndarray, pins) -> np.ndarray:
+    """Min-cuts of all segments with (edge node, cloud node or None) pairs pinned."""
+    from splitc.passes.mincut import pinned_cuts
+
+    pins = list(pins)
+    return pinned_cuts(problem, cut_values, np.array([c for _, c in pins if c is not None], dtype=np.int64),
+                       np.array([e for e, _ in pins], dtype=np.int64))
 
 
-def _mixed_assignments(problem: SplitProblem, cut_values, segment, j: int) -> list[np.ndarray]:
-    """Exact min-cuts of segment j with one first node pinned to the edge (and, in the last
-    segment, one output-making node pinned to the cloud): together they cover every mixed assignment."""
-    from splitc.passes.mincut import exact_segment_cut
-
+def _pins(problem: SplitProblem, cut_values: np.ndarray, segment: np.ndarray, need: np.ndarray) -> dict:
+    """Per segment in ``need``: the (first node to the edge, output maker to the cloud) pairs to try."""
     k = len(cut_values)
-    mine = segment == j
-    has_prod = problem.producer >= 0
-    fed = np.zeros(problem.num_nodes, dtype=bool)  # nodes fed by another node of the segment
     value_of = problem.value_of_consumer_edge()
-    inner = has_prod[value_of] & mine[np.maximum(problem.producer[value_of], 0)]
-    fed[problem.cons_idx[inner]] = True
-    forced = set(problem.producer[cut_values].tolist())
-    firsts = [int(v) for v in np.flatnonzero(mine & ~fed) if int(v) not in forced]
-    makers = np.unique(problem.producer[problem.is_output & has_prod])
-    clouds = [int(p) for p in makers if mine[p]] if j == k else [None]
-    return [exact_segment_cut(problem, cut_values, segment, j, None if p is None else np.array([p]), np.array([m]))[mine]
-            for m in firsts for p in clouds if m != p]
+    producer = problem.producer[value_of]
+    inside = (producer >= 0) & (segment[np.maximum(producer, 0)] == segment[problem.cons_idx])
+    fed = np.zeros(problem.num_nodes, dtype=bool)
+    fed[problem.cons_idx[inside]] = True
+    fed[problem.producer[cut_values]] = True  # pinned to the cloud already
+    makers = [int(p) for p in np.unique(problem.producer[problem.is_output & (problem.producer >= 0)])
+              if segment[p] == k]
+    firsts = np.flatnonzero(~fed & np.isin(segment, need))  # segments never decrease along the nodes
+    pins = {}
+    for group in np.split(firsts, np.flatnonzero(np.diff(segment[firsts])) + 1) if len(firsts) else []:
+        j = int(segment[group[0]])
+        pins[j] = [(int(m), p) for m in group for p in (makers if j == k else [None]) if m != p]
+    return pins

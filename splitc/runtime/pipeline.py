@@ -37,7 +37,11 @@ def load_plan(out_dir: str | Path) -> dict:
     return plan
 
 
-def _session(path: Path, threads: int | None) -> ort.InferenceSession:
+def _session(path: Path, threads: int | None, entry: dict | None = None) -> ort.InferenceSession:
+    if path.suffix == ".so":  # a TVM build (--backend tvm); onnxruntime runs everything else
+        from splitc.runtime.tvm_half import TvmHalf
+
+        return TvmHalf(path, entry or {}, threads)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -50,9 +54,9 @@ class Pipeline:
     def __init__(self, out_dir: str | Path, threads: int | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.plan = load_plan(self.out_dir)
-        self.edge = _session(self.out_dir / self.plan["edge"]["file"], threads)
+        self.edge = _session(self.out_dir / self.plan["edge"]["file"], threads, self.plan["edge"])
         cloud = self.plan.get("cloud")
-        self.cloud = _session(self.out_dir / cloud["file"], threads) if cloud else None
+        self.cloud = _session(self.out_dir / cloud["file"], threads, cloud) if cloud else None
         self.output_names = [o["name"] for o in self.plan["model"]["outputs"]]
         self.codec = CutCodec(self.plan, self.out_dir)
         self.last_frames: list[bytes] = []
