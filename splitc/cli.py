@@ -332,8 +332,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from splitc.runtime.pipeline import InputError, PlanError
 
     from splitc.runtime.client import CloudError
+    from splitc.runtime.tvm_half import TvmHalfError
 
-    return (SplitcError, PlanError, InputError, FileNotFoundError, CloudError)
+    return (SplitcError, PlanError, InputError, FileNotFoundError, CloudError, TvmHalfError)
 
 
 def _usage_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
@@ -356,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=args, prog_name="splitc", standalone_mode=False)
     except _user_errors() as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+        from rich.markup import escape  # messages may hold brackets: pip install 'splitc[tvm]'
+
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, markup=True)
         return 2
     except aborts:
         errors.print("aborted")
