@@ -19,7 +19,6 @@ import math
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +28,6 @@ from splitc.api import Analysis, CompiledSplit, analyse
 from splitc.backends.output import write_directory
 from splitc.errors import SplitcError
 from splitc.passes.partition import partition
-from splitc.passes.qdq import Encoding
 from splitc.passes.select_bits import Option, feasible, rank
 from splitc.units import parse_bandwidth
 
@@ -124,26 +122,9 @@ def feasible_options(analyses: list[Analysis], options: joint.EncodingOptions) -
     The same candidates, calibration and bound as ``splitc.joint.choose``,
     which keeps only the best option for one bandwidth.
     """
-    options.check()
-    base = analyses[0]
     cuts = _union(joint.candidate_cuts(a) for a in analyses)
-    bits = options.bit_choices()
-    table = None
-    if options.calib is not None:
-        table, _meas, _calib = joint._calibrate(base, options, cuts, bits)
-
-        def sizes(cut, c):
-            if not cut:
-                return 0.0, 0.0, 0.0
-            entry = table.get(cut, c)
-            return entry["bytes"], entry["drop"], entry["drop_se"]
-    else:
-        if options.bits == "auto":
-            warnings.warn("no --calib data: using 8 bits; the accuracy bound was NOT checked",
-                          joint.UncheckedAccuracy, stacklevel=2)
-            bits = [8]
-        sizes = joint._guess(base, options)
-    ok = feasible(joint._options_from(base, cuts, bits, sizes), options.max_drop)
+    measured, table = joint.measured_options(analyses[0], options, cuts)
+    ok = feasible(measured, options.max_drop)
     if not ok:
         raise SplitcError(f"no cut meets --max-drop {options.max_drop:.2%}; allow more bits or a larger drop")
     return ok, table
@@ -218,12 +199,8 @@ def _emit(base: Analysis, piece: Piece, ok: list[Option], options, table, emit_f
     bandwidth = math.sqrt(piece.lo * piece.hi)
     analysis = at_link(base, bandwidth, base.problem.rtt_ms)
     option = piece.option
-    encodings = [Encoding(t, option.bits, joint._axis(options, len(base.graph.values[t].shape)),
-                          options.codec if option.bits <= 8 else "none") for t in option.cut]
-    books = joint._codebooks(base, options, encodings) if options.calib is not None else {}
     ranked = [option, *(o for o in rank(ok, bandwidth, base.problem.rtt_ms, options.max_drop) if o is not option)]
-    choice = joint.Choice(option, ranked, encodings, books, table, checked=options.calib is not None,
-                          max_drop=options.max_drop)
+    choice = joint.make_choice(base, options, option, ranked, table)
     split = analysis.split(choice=choice)
     split.plan["adaptive"] = {"interval_Bps": [piece.lo, piece.hi], "a_ms": piece.a_ms, "b_bytes": piece.b / 1e3}
     if emit_fallback:

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from splitc.errors import SplitcError
 from splitc.passes import calibrate
-from splitc.passes.partition import Partition, forced_partition
+from splitc.passes.partition import forced_partition
 from splitc.passes.qdq import QUANT_BITS, Encoding
 from splitc.passes.select_bits import Option, rank
 from splitc.runtime import codec
@@ -111,37 +110,49 @@ def _guess(analysis, options: EncodingOptions):
     return sizes
 
 
+def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, ...]],
+                     progress: Callable[[str], None] | None = None) -> tuple[list[Option], calibrate.Table | None]:
+    """Every (cut, bits) option of ``cuts`` with its size and drop (measured with ``options.calib``)."""
+    options.check()
+    bits = options.bit_choices()
+    if options.calib is None:
+        if options.bits == "auto":
+            warnings.warn("no --calib data: using 8 bits; the accuracy bound was NOT checked", UncheckedAccuracy,
+                          stacklevel=3)
+            bits = [8]
+        return _options_from(analysis, cuts, bits, _guess(analysis, options)), None
+    (progress or (lambda _s: None))("calibrating: measuring size and accuracy of every cut and bit width")
+    table, _, _ = _calibrate(analysis, options, cuts, bits)
+
+    def sizes(cut, c):
+        if not cut:
+            return 0.0, 0.0, 0.0
+        entry = table.get(cut, c)
+        return entry["bytes"], entry["drop"], entry["drop_se"]
+
+    return _options_from(analysis, cuts, bits, sizes), table
+
+
 def choose(analysis, options: EncodingOptions, cut: list[str] | None = None,
            progress: Callable[[str], None] | None = None) -> Choice:
     """Pick the (cut, bits) pair with the lowest predicted latency within the accuracy bound."""
-    options.check()
-    step = progress or (lambda _s: None)
     cuts = [tuple(cut)] if cut is not None else candidate_cuts(analysis)
-    bits = options.bit_choices()
-    table = None
-    if options.calib is not None:
-        step("calibrating: measuring size and accuracy of every cut and bit width")
-        table, meas, calib = _calibrate(analysis, options, cuts, bits)
-        def sizes(c, b):
-            if not c:
-                return 0.0, 0.0, 0.0
-            entry = table.get(c, b)
-            return entry["bytes"], entry["drop"], entry["drop_se"]
-    else:
-        if options.bits == "auto":
-            warnings.warn("no --calib data: using 8 bits; the accuracy bound was NOT checked", UncheckedAccuracy,
-                          stacklevel=2)
-            bits = [8]
-        sizes = _guess(analysis, options)
+    measured, table = measured_options(analysis, options, cuts, progress)
     problem = analysis.problem
-    ranked = rank(_options_from(analysis, cuts, bits, sizes), problem.bandwidth, problem.rtt_ms, options.max_drop)
+    ranked = rank(measured, problem.bandwidth, problem.rtt_ms, options.max_drop)
     if not ranked:
         raise SplitcError(f"no cut meets --max-drop {options.max_drop:.2%}; allow more bits or a larger drop")
-    best = ranked[0]
-    encodings = [Encoding(t, best.bits, _axis(options, len(analysis.graph.values[t].shape)),
-                          options.codec if best.bits <= 8 else "none") for t in best.cut]
+    return make_choice(analysis, options, ranked[0], ranked, table)
+
+
+def make_choice(analysis, options: EncodingOptions, option: Option, ranked: list[Option],
+                table: calibrate.Table | None) -> Choice:
+    """The encodings and static codebooks that emit ``option``."""
+    encodings = [Encoding(t, option.bits, _axis(options, len(analysis.graph.values[t].shape)),
+                          options.codec if option.bits <= 8 else "none") for t in option.cut]
     books = _codebooks(analysis, options, encodings) if options.calib is not None else {}
-    return Choice(best, ranked, encodings, books, table, checked=options.calib is not None, max_drop=options.max_drop)
+    return Choice(option, ranked, encodings, books, table, checked=options.calib is not None,
+                  max_drop=options.max_drop)
 
 
 def _calibrate(analysis, options, cuts, bits):
@@ -208,8 +219,5 @@ def option_summary(option: Option, bandwidth: float, rtt_ms: float) -> dict:
     }
 
 
-def sample_count(table: calibrate.Table | None) -> int:
-    return 0 if table is None else len(table.entries)
-
-
-__all__ = ["EncodingOptions", "Choice", "choose", "candidate_cuts", "option_summary", "np"]
+__all__ = ["EncodingOptions", "Choice", "choose", "make_choice", "measured_options", "candidate_cuts",
+           "option_summary"]

@@ -51,7 +51,7 @@ def _conv_transpose(node: Node) -> float:
 
 
 def _matmul(node: Node) -> float:
-    a, b = node.inputs[0], node.inputs[1]
+    a = node.inputs[0]
     out = node.outputs[0]
     if a is None or a.shape is None or out.shape is None:
         return float(_out_numel(node))
