@@ -45,16 +45,24 @@ def arm() -> Path:
     return _arm_dir()
 
 
-@pytest.fixture(scope="module")
-def arm_split(tmp_path_factory):
-    """chain_cnn cut after stage2, the edge half built for a Jetson TX2 (aarch64), its input and reference."""
-    model = zoo.build("chain_cnn")
+CASES = {  # model, cut, edge device (its ARM core)
+    "chain_cnn@jetson-tx2": ("chain_cnn", "stage2/pool", "jetson-tx2"),  # Cortex-A57
+    "resnet_blocks@raspberry-pi-4": ("resnet_blocks", "block2/relu", "raspberry-pi-4"),  # Cortex-A72
+    "inception_blocks@jetson-orin-nano": ("inception_blocks", "inc1/concat", "jetson-orin-nano"),  # Cortex-A78AE
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def arm_split(request, tmp_path_factory):
+    """The edge half built for the device's aarch64 cores, its input, its cut tensor's name and onnxruntime's output."""
+    name, cut, target = CASES[request.param]
+    model = zoo.build(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        split = splitc.compile(model, target="jetson-tx2", cloud="t4", cut=["stage2/pool"], bits=32)
+        split = splitc.compile(model, target=target, cloud="t4", cut=[cut], bits=32)
         out = split.save(tmp_path_factory.mktemp("arm") / "out", backend="tvm")
     feeds = random_feeds(model, seed=3)
-    return out, feeds, run_model(split.edge_model, feeds)
+    return out, feeds, cut, run_model(split.edge_model, feeds)
 
 
 def _qemu(arm: Path, *command: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -65,7 +73,7 @@ def _qemu(arm: Path, *command: str, env: dict | None = None) -> subprocess.Compl
 
 
 def test_edge_so_runs_under_qemu_with_the_tvm_runtime_only(arm, arm_split, tmp_path):
-    out, feeds, reference = arm_split
+    out, feeds, _, reference = arm_split
     np.savez(tmp_path / "in.npz", **feeds)
     env = {"PYTHONPATH": str(arm / "site"), "TVM_USE_RUNTIME_LIB": "1"}
     done = _qemu(arm, str(arm / "sysroot/usr/bin/python3"), str(REPO / "tests/arm/run_half.py"), str(out), "edge",
@@ -77,7 +85,7 @@ def test_edge_so_runs_under_qemu_with_the_tvm_runtime_only(arm, arm_split, tmp_p
 
 
 def test_cpp_example_cross_compiles_and_runs_under_qemu(arm, arm_split, tmp_path):
-    out, feeds, reference = arm_split
+    out, feeds, cut, reference = arm_split
     build = subprocess.run(["make", "-C", str(REPO / "examples/cpp"), f"TVM_SITE={arm / 'site'}",
                             f"BUILD={tmp_path}"], capture_output=True, text=True, timeout=QEMU_TIMEOUT)
     assert build.returncode == 0, build.stdout + build.stderr
@@ -85,10 +93,10 @@ def test_cpp_example_cross_compiles_and_runs_under_qemu(arm, arm_split, tmp_path
     libs = f"{arm / 'site/tvm/lib'}:{arm / 'site/tvm_ffi/lib'}"
     _qemu(arm, "-E", f"LD_LIBRARY_PATH={libs}", str(tmp_path / "edge_runner"), str(out / "edge.so"),
           str(tmp_path / "input.npy"), str(tmp_path / "cut.npy"))
-    np.testing.assert_allclose(np.load(tmp_path / "cut.npy"), reference["stage2/pool"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "cut.npy"), reference[cut], rtol=1e-4, atol=1e-5)
     raw = tmp_path / "input.bin"
     feeds["input"].astype("<f4").tofile(raw)
     _qemu(arm, "-E", f"LD_LIBRARY_PATH={libs}", str(tmp_path / "edge_runner"), str(out / "edge.so"), str(raw),
           str(tmp_path / "cut.bin"), "1x3x32x32")
-    got = np.fromfile(tmp_path / "cut.bin", dtype="<f4").reshape(reference["stage2/pool"].shape)
-    np.testing.assert_allclose(got, reference["stage2/pool"], rtol=1e-4, atol=1e-5)
+    got = np.fromfile(tmp_path / "cut.bin", dtype="<f4").reshape(reference[cut].shape)
+    np.testing.assert_allclose(got, reference[cut], rtol=1e-4, atol=1e-5)

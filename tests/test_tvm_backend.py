@@ -235,3 +235,23 @@ def test_cuda_cloud_half_builds(tmp_path):
     entry = build_half(split.cloud_model, target, tmp_path / "cloud.so")
     assert entry["tvm_device"] == "cuda" and entry["tvm_pipeline"] == "default"
     assert elf_machine(tmp_path / "cloud.so")[0] == b"\x7fELF"
+
+
+def test_scalar_inputs_and_outputs_keep_their_rank(tmp_path):
+    """0-d tensors, like a quantized cut's min and max, cross TvmHalf as 0-d arrays."""
+    from splitc.backends.tvm.build import build_half
+
+    nodes = [helper.make_node("Mul", ["x", "s"], ["y"], name="scale"),
+             helper.make_node("ReduceMax", ["x"], ["m"], name="max", keepdims=0)]
+    graph = helper.make_graph(nodes, "scalars", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+                                                 helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+                               helper.make_tensor_value_info("m", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    entry = build_half(model, host_target(), tmp_path / "half.so")
+    entry.update(inputs=[{"name": "x"}, {"name": "s"}], outputs=[{"name": "y"}, {"name": "m"}])
+    feeds = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.array(0.5, dtype=np.float32)}
+    y, m = TvmHalf(tmp_path / "half.so", entry).run(None, feeds)
+    assert m.shape == () and y.shape == (2, 3)
+    assert_close({"y": y, "m": m}, run_model(model, feeds))

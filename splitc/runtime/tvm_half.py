@@ -46,7 +46,7 @@ def check_arch(path: Path, entry: dict) -> None:
 
 def aligned(array: np.ndarray) -> np.ndarray:
     """``array`` itself when C-contiguous and 64-byte aligned, else an aligned copy."""
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array, order="C")  # not ascontiguousarray: it turns 0-d arrays into 1-d
     if array.__array_interface__["data"][0] % ALIGNMENT == 0:
         return array
     raw = np.empty(array.nbytes + ALIGNMENT, dtype=np.uint8)
@@ -110,7 +110,7 @@ class TvmHalf:
             return self._from_dlpack(aligned(array))
         import tvm
 
-        return tvm.runtime.tensor(np.ascontiguousarray(array), self.device)
+        return tvm.runtime.tensor(np.asarray(array, order="C"), self.device)
 
     def _array(self, tensor, inputs: list[np.ndarray]) -> np.ndarray:
         if not self.on_cpu:
