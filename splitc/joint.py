@@ -19,7 +19,7 @@ from splitc.errors import SplitcError
 from splitc.passes import calibrate
 from splitc.passes.partition import forced_partition
 from splitc.passes.qdq import QUANT_BITS, Encoding
-from splitc.passes.select_bits import Option, rank
+from splitc.passes.select_bits import CONFIDENCE_Z, Option, rank
 from splitc.runtime import codec
 
 ALL_BITS = [*QUANT_BITS, 16, 32]
@@ -98,6 +98,8 @@ def _options_from(analysis, cuts, bits, sizes_and_drops) -> list[Option]:
         part = forced_partition(analysis.problem, list(cut))
         for c in ([32] if not cut else bits):
             size, drop, se = sizes_and_drops(cut, c)
+            if drop is None:
+                continue  # dominated: a narrower width of this cut passed with fewer bytes
             options.append(Option(cut, c, part.edge_ms, part.cloud_ms, size, part.down_bytes, drop, part.kind, se))
     return options
 
@@ -128,7 +130,7 @@ def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, .
         if not cut:
             return 0.0, 0.0, 0.0
         entry = table.get(cut, c)
-        return entry["bytes"], entry["drop"], entry["drop_se"]
+        return entry["bytes"], entry["drop"], entry.get("drop_se")
 
     return _options_from(analysis, cuts, bits, sizes), table
 
@@ -163,7 +165,8 @@ def _calibrate(analysis, options, cuts, bits):
     metric = calibrate.choose_metric(options.metric, outputs, calib.labels is not None)
     measured_cuts = [c for c in cuts if c]
     tensors = sorted({t for c in measured_cuts for t in c})
-    key = calibrate.cache_key(graph.sha256, calib, measured_cuts, bits, metric, options.per_channel, options.codec)
+    key = calibrate.cache_key(graph.sha256, calib, measured_cuts, bits, metric, options.per_channel, options.codec,
+                              options.max_drop)
     cached = _read_cache(options.cache_dir, key)
     if cached is not None:
         return cached, None, calib
@@ -174,7 +177,11 @@ def _calibrate(analysis, options, cuts, bits):
     def cloud_half(cut):
         return analysis.split(list(cut)).cloud_model
 
-    table = calibrate.measure(cloud_half, meas, calib, measured_cuts, bits, metric, axis, options.codec, key)
+    def passes(drop: float, se: float) -> bool:
+        return drop + CONFIDENCE_Z * se <= options.max_drop + 1e-12
+
+    table = calibrate.measure(cloud_half, meas, calib, measured_cuts, bits, metric, axis, options.codec, key,
+                              passes=passes)
     return table, meas, calib
 
 

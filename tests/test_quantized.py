@@ -264,3 +264,43 @@ def test_codec_none_packs_the_same_symbols(tmp_path: Path) -> None:
     assert codec.decode(results["none"][1])[1].mode == "packed"
     assert len(results["none"][1]) == 20 + 4 * 4 + 8 + 4 + 16 * 8 * 8 * 4 // 8
     assert len(results["huffman"][1]) < len(results["none"][1])
+
+
+def test_pruned_calibration_picks_what_full_calibration_picks() -> None:
+    """Widths skipped as dominated never change the choice: same option as measuring every width."""
+    from splitc import joint
+    from splitc.passes import calibrate
+    from splitc.passes.select_bits import rank
+
+    analysis = splitc.analyse(DIGITS, target=MCU, cloud="t4", bandwidth="1MBps")
+    options = EncodingOptions("auto", "huffman", 0.01, CALIB)
+    cuts = joint.candidate_cuts(analysis)
+    pruned, table = joint.measured_options(analysis, options, cuts)
+    skipped = [e for e in table.entries.values() if e["drop"] is None]
+    assert skipped, "the bound passes at a narrow width on some cut, so wider ones are skipped"
+    for key, entry in table.entries.items():
+        if entry["drop"] is None:
+            bits, best = json.loads(key)[1], entry["dominated_by"]
+            assert best < bits and entry["bytes"] >= table.entries[calibrate.Table.entry_key(json.loads(key)[0], best)]["bytes"]
+
+    real_measure = calibrate.measure
+
+    def measure_everything(*args, **kwargs):
+        kwargs.pop("passes", None)
+        return real_measure(*args, **kwargs)
+
+    calibrate.measure = measure_everything
+    try:
+        full, full_table = joint.measured_options(analysis, options, cuts)
+    finally:
+        calibrate.measure = real_measure
+    assert all(e["drop"] is not None for e in full_table.entries.values())
+    assert len(full) == len(pruned) + len(skipped)
+    for key, entry in table.entries.items():
+        assert entry["bytes"] == full_table.entries[key]["bytes"]
+        if entry["drop"] is not None:
+            assert entry["drop"] == full_table.entries[key]["drop"]
+    for bandwidth in (3e3, 3e4, 3e5, 3e6, 3e7):
+        best_pruned = rank(pruned, bandwidth, 20.0, 0.01)[0]
+        best_full = rank(full, bandwidth, 20.0, 0.01)[0]
+        assert (best_pruned.cut, best_pruned.bits) == (best_full.cut, best_full.bits)

@@ -32,7 +32,7 @@ from splitc.passes.qdq import Encoding, round_trip, simulate
 from splitc.runtime import codec
 
 METRICS = ("auto", "top1", "rel-l2")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 class CalibrationError(SplitcError):
@@ -139,9 +139,10 @@ def choose_metric(metric: str, outputs: list[dict], has_labels: bool) -> str:
     return "top1" if len(shape) == 1 and shape[0] > 1 else "rel-l2"
 
 
-def cache_key(model_sha: str, calib: CalibrationSet, cuts, bits, metric: str, axis, codec_name: str) -> str:
+def cache_key(model_sha: str, calib: CalibrationSet, cuts, bits, metric: str, axis, codec_name: str,
+              bound: float | None = None) -> str:
     text = json.dumps([CACHE_VERSION, model_sha, calib.sha256, sorted(map(list, cuts)), list(bits), metric,
-                       axis, codec_name])
+                       axis, codec_name, bound])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -248,29 +249,57 @@ def measure(
     codec_name: str,
     key: str,
     progress: Callable[[int, int], None] | None = None,
+    passes: Callable[[float, float], bool] | None = None,
 ) -> Table:
-    """S_i(c) and A_i(c) for every candidate cut and bit width."""
+    """S_i(c) and A_i(c) for every candidate cut and bit width.
+
+    With ``passes(drop, se)`` (the accuracy bound) the widths of a cut are
+    tried narrowest first, and once one passes, a wider width that is no
+    smaller on the wire is not run through the cloud half: it could never be
+    chosen (same cut, same times, more bytes). Its entry keeps its size and
+    has ``drop = None`` and ``dominated_by`` naming the width that beat it.
+    """
     reference = [o[meas.first_output] for o in meas.outputs]
     table = Table(metric, key, score(metric, reference, reference, calib.labels))
     table.float_quality = per_sample(metric, reference, reference, calib.labels)
     for done, cut in enumerate(cuts):
         cloud = split_cloud(cut)
         session = _session(cloud) if cloud is not None else None
-        for c in bits:
-            table.entries[Table.entry_key(cut, c)] = _measure_one(session, meas, calib, cut, c, axis, codec_name, table)
+        sizes = {c: cut_bytes(meas, cut, c, axis, codec_name) for c in bits}
+        best: int | None = None
+        for c in sorted(bits):
+            if best is not None and sizes[c] >= sizes[best]:
+                table.entries[Table.entry_key(cut, c)] = {"bytes": sizes[c], "drop": None, "drop_se": None,
+                                                          "dominated_by": best}
+                continue
+            entry = {"bytes": sizes[c], **_drop(session, meas, calib, cut, c, axis, codec_name, table)}
+            table.entries[Table.entry_key(cut, c)] = entry
+            if passes is not None and passes(entry["drop"], entry["drop_se"]) and (
+                    best is None or sizes[c] < sizes[best]):
+                best = c
         if progress is not None:
             progress(done + 1, len(cuts))
     return table
 
 
-def _measure_one(session, meas, calib, cut, bits, axis, codec_name, table) -> dict[str, float]:
-    encodings = [Encoding(t, bits, axis if meas.activations[0][t].ndim > 1 else None, codec_name) for t in cut]
+def cut_bytes(meas: Measurement, cut: tuple[str, ...], bits: int, axis: int | None, codec_name: str) -> float:
+    """Mean bytes on the wire for sending ``cut`` at ``bits`` (one frame per tensor)."""
     size = 0.0
-    for enc in encodings:
+    for enc in _encodings(meas, cut, bits, axis, codec_name):
         arrays = [a[enc.tensor] for a in meas.activations]
         size += frame_bytes(arrays, enc, train_codebook(arrays, enc))
+    return size
+
+
+def _encodings(meas: Measurement, cut, bits: int, axis: int | None, codec_name: str) -> list[Encoding]:
+    return [Encoding(t, bits, axis if meas.activations[0][t].ndim > 1 else None, codec_name) for t in cut]
+
+
+def _drop(session, meas, calib, cut, bits, axis, codec_name, table) -> dict[str, float]:
+    """The accuracy drop (and its standard error) of sending ``cut`` at ``bits``."""
     if session is None or bits == 32:
-        return {"bytes": size, "drop": 0.0, "drop_se": 0.0}
+        return {"drop": 0.0, "drop_se": 0.0}
+    encodings = _encodings(meas, cut, bits, axis, codec_name)
     names = [o.name for o in session.get_outputs()]
     outputs = []
     for acts, float_out in zip(meas.activations, meas.outputs):
@@ -280,4 +309,4 @@ def _measure_one(session, meas, calib, cut, bits, axis, codec_name, table) -> di
     reference = [o[meas.first_output] for o in meas.outputs]
     quality = per_sample(table.metric, outputs, reference, calib.labels)
     drop, se = drop_and_error(table.float_quality, quality)
-    return {"bytes": size, "drop": drop, "drop_se": se}
+    return {"drop": drop, "drop_se": se}
