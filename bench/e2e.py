@@ -1,10 +1,11 @@
 """End-to-end benchmark driver: splitc plans vs Origin2Cloud, PNG2Cloud, JPEG2Cloud and edge-only.
 
 Models: the digits CNN (trained, real labels) and ResNet-50- and VGG-16-shaped
-networks built here with onnx.helper (seeded random weights: agreement with the
-float model stands in for accuracy). Inputs of the ImageNet-shaped models are
-224x224 crops of the photos bundled with scikit-image, in [0, 1]. Every request
-goes through the user-space netem proxy to a real in-process ``splitc serve``.
+networks built here with onnx.helper: seeded random backbones whose classifier
+is trained on a 12-class photo task (``bench/photos.py``: which of twelve
+bundled photographs a 224x224 crop comes from; held-out crops come from parts
+of the photographs never seen in training). Every request goes through the
+user-space netem proxy to a real in-process ``splitc serve``.
 Writes bench/results/e2e.md, e2e.json and e2e.png.
 
     python bench/e2e.py [--quick] [--models digits,resnet50,vgg16] [--requests 20]
@@ -24,13 +25,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import photos  # noqa: E402
 from splitc import zoo  # noqa: E402
 from splitc.bench_e2e import BenchConfig, markdown, plot, run_model_bench  # noqa: E402
 from splitc.units import parse_bandwidth  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DIGITS = ROOT / "examples" / "digits"
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "cat")
 
 
 def resnet50() -> "onnx.ModelProto":
@@ -71,38 +72,27 @@ def vgg16() -> "onnx.ModelProto":
     return b.model("vgg16")
 
 
-def photo_crops(count: int, seed: int, size: int = 224) -> np.ndarray:
-    """Random square crops of scikit-image's photos, resized to ``size``, NCHW float32 in [0, 1]."""
-    import skimage.data
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    crops = []
-    for i in range(count):
-        photo = np.asarray(getattr(skimage.data, PHOTOS[i % len(PHOTOS)])())
-        photo = np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3]
-        side = int(min(photo.shape[:2]) * rng.uniform(0.4, 1.0))
-        top, left = rng.integers(0, photo.shape[0] - side + 1), rng.integers(0, photo.shape[1] - side + 1)
-        crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size, size), Image.BILINEAR)
-        crops.append(np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0)
-    return np.stack(crops)
-
-
 def configs(args, work: Path) -> list[BenchConfig]:
     bandwidths = [parse_bandwidth(b) for b in args.bw.split(",")]
     out = []
     if "digits" in args.models:
-        out.append(BenchConfig(DIGITS / "digits_cnn.onnx", "raspberry-pi-4", "t4", bandwidths, args.rtt,
+        out.append(BenchConfig(DIGITS / "digits_cnn.onnx", "raspberry-pi-4", args.cloud, bandwidths, args.rtt,
                                DIGITS / "calib.npz", DIGITS / "test.npz", 0.01, args.requests, work / "digits",
-                               name="digits_cnn"))
+                               name="digits_cnn", test_limit=args.test))
     for name, build, bits in (("resnet50", resnet50, args.bits), ("vgg16", vgg16, args.vgg_bits)):
         if name not in args.models:
             continue
-        np.savez(work / f"{name}-calib.npz", input=photo_crops(args.calib, seed=1))
-        np.savez(work / f"{name}-test.npz", input=photo_crops(args.test, seed=2))
-        out.append(BenchConfig(build(), args.target, "t4", bandwidths, args.rtt, work / f"{name}-calib.npz",
+        model = build()
+        facts = photos.fit_head(model, *photos.crops(args.train, "train", seed=11))
+        print(f"{name}: classifier trained on {facts['train_images']} crops, {facts['classes']} classes "
+              f"(train accuracy {facts['train_accuracy']:.3f})", flush=True)
+        calib, calib_labels = photos.crops(args.calib, "train", seed=21)
+        test, test_labels = photos.crops(args.test, "test", seed=31)
+        np.savez(work / f"{name}-calib.npz", input=calib, labels=calib_labels)
+        np.savez(work / f"{name}-test.npz", input=test, labels=test_labels)
+        out.append(BenchConfig(model, args.target, args.cloud, bandwidths, args.rtt, work / f"{name}-calib.npz",
                                work / f"{name}-test.npz", 0.01, args.requests, work / name, name=name,
-                               bits=bits))
+                               bits=bits, test_limit=args.test))
     return out
 
 
@@ -113,11 +103,12 @@ def main() -> None:
     parser.add_argument("--rtt", type=float, default=20.0)
     parser.add_argument("--target", default="jetson-tx2")
     parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--calib", type=int, default=16, help="calibration crops for the ImageNet-shaped models")
-    parser.add_argument("--test", type=int, default=32, help="held-out crops for their accuracy")
+    parser.add_argument("--cloud", default="gtx-1080ti")
+    parser.add_argument("--train", type=int, default=240, help="crops the ImageNet-shaped models' classifiers learn")
+    parser.add_argument("--calib", type=int, default=96, help="calibration crops (with labels) for their compile")
+    parser.add_argument("--test", type=int, default=144, help="held-out crops for every method's accuracy")
     parser.add_argument("--bits", default="auto", help="bits of the ResNet-50 plans (auto: chosen jointly)")
-    parser.add_argument("--vgg-bits", default="4", help="VGG-16's (fixed by default: calibrating all widths of "
-                        "its 30 cut vertices takes long on 2 cores)")
+    parser.add_argument("--vgg-bits", default="auto", help="bits of the VGG-16 plans")
     parser.add_argument("--work", type=Path, default=Path("/tmp/splitc-e2e"))
     parser.add_argument("--quick", action="store_true", help="digits only, 5 requests")
     args = parser.parse_args()
@@ -139,9 +130,9 @@ def write(results: list[dict], args) -> None:
         "# End-to-end benchmark (bench/e2e.py)", "",
         f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}. Link: the "
         f"user-space netem proxy (token bucket per direction, RTT {args.rtt:g} ms). Server: `splitc serve` in "
-        "process (uvicorn, 1 worker thread). Emulated = each half's host time scaled by the cost model's "
-        "target/host ratio (docs/benchmark.md); host = measured wall time here. Speed-up = the method's emulated "
-        "median / splitc's.", "",
+        "process (uvicorn, 1 worker thread). Emulated = each half's host time x (the target's predicted time for "
+        "that half / this host's profiled time for it, from `splitc profile`; docs/benchmark.md); host = measured "
+        "wall time here. Speed-up = the method's emulated median / splitc's.", "",
     ]
     body = [markdown(r) for r in results]
     (RESULTS / "e2e.md").write_text("\n".join(header + body) + "\n")

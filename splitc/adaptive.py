@@ -123,7 +123,8 @@ def feasible_options(analyses: list[Analysis], options: joint.EncodingOptions) -
     which keeps only the best option for one bandwidth.
     """
     cuts = _union(joint.candidate_cuts(a) for a in analyses)
-    measured, table = joint.measured_options(analyses[0], options, cuts)
+    rates = [a.problem.bandwidth for a in analyses]
+    measured, table = joint.measured_options(analyses[0], options, cuts, bandwidths=(min(rates), max(rates)))
     ok = feasible(measured, options.max_drop)
     if not ok:
         raise SplitcError(f"no cut meets --max-drop {options.max_drop:.2%}; allow more bits or a larger drop")

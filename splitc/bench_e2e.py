@@ -15,13 +15,15 @@ requests (median and p90):
 * **edge-only**: the whole model on the edge, no network.
 
 Device emulation: all compute runs on this machine. Each half's measured time
-is scaled by the cost model's predicted target/host ratio for the nodes of
-that half (``edge_ratio``, ``cloud_ratio``); image codecs and the wire codec
-are not scaled. Both the host-measured and the emulated totals are reported.
+is scaled by the ratio of the target's predicted time for that half to this
+host's profiled time for it (``Emulation``: ``edge_ratio``, ``cloud_ratio``);
+image codecs and the wire codec are not scaled. Both the host-measured and
+the emulated totals are reported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -36,6 +38,7 @@ import onnxruntime as ort
 
 import splitc
 from splitc.adaptive import compile_range
+from splitc.passes.partition import forced_partition
 from splitc.runtime import EdgeClient, Pipeline, PlanSet
 from splitc.runtime.netem import NetemThread
 from splitc.runtime.server import ServerThread
@@ -62,6 +65,8 @@ class BenchConfig:
     metric: str = "auto"
     bits: str | int = "auto"
     test_limit: int = 64
+    host_profile: Path | None = None  # a ``splitc profile`` of the model on this machine (made when None)
+    profile_runs: int = 5
 
 
 @dataclass
@@ -98,22 +103,57 @@ def _session(model) -> ort.InferenceSession:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def ratios(plan: dict, host_costs: dict) -> tuple[float, float]:
-    """Predicted target/host time ratio of the edge half and of the cloud half of ``plan``."""
-    nodes = plan["costs"]["nodes"]
-    result = []
-    for side, key in (("edge", "edge_ms"), ("cloud", "cloud_ms")):
-        names = [n for n, v in nodes.items() if v["side"] == side]
-        host = sum(host_costs[n]["edge_ms"] for n in names)
-        result.append(sum(nodes[n][key] for n in names) / host if host > 0 else 1.0)
-    return result[0], result[1]
+class Emulation:
+    """Target/host time ratios per half: the cost model's target prediction over this host's measured profile.
+
+    The host side comes from ``splitc profile`` run here on the model (per-node
+    times and the measured prefix/suffix segment at every cut vertex), so a
+    half's host prediction is what that half measured when run alone; the
+    emulated time is then ``measured x target_predicted / host_profiled``.
+    """
+
+    def __init__(self, model, target: str, cloud: str, profile: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.host = splitc.analyse(model, target=str(profile), cloud=str(profile))
+            self.device = splitc.analyse(model, target=target, cloud=cloud)
+        self.inputs = [v.name for v in self.host.graph.inputs if v.consumers]
+
+    def _times(self, analysis, cut: list[str]) -> tuple[float, float]:
+        part = forced_partition(analysis.problem, cut)
+        return part.edge_ms, part.cloud_ms
+
+    def plan_ratios(self, plan: dict) -> tuple[float, float]:
+        """(edge, cloud) ratios of ``plan``'s halves: its predicted times over the host's for the same cut."""
+        cut = [c["tensor"] for c in plan["cut"]]
+        host_edge, host_cloud = self._times(self.host, cut)
+        predicted = plan["predicted"]
+        return (_ratio(predicted["edge_ms"], host_edge), _ratio(predicted["cloud_ms"], host_cloud))
+
+    def whole_ratios(self) -> tuple[float, float]:
+        """(edge, cloud) ratios of the whole model: edge-only on the target, cloud-only on the cloud."""
+        host_whole = self._times(self.host, [])[0]
+        return (_ratio(self._times(self.device, [])[0], host_whole),
+                _ratio(self._times(self.device, self.inputs)[1], host_whole))
 
 
-def whole_model_ratios(model, target: str, cloud: str, host_costs: dict) -> tuple[float, float]:
-    """Target/host and cloud/host ratios of the whole model."""
-    costs = splitc.analyse(model, target=target, cloud=cloud).costs.as_dict()
-    host = sum(v["edge_ms"] for v in host_costs.values())
-    return (sum(v["edge_ms"] for v in costs.values()) / host, sum(v["cloud_ms"] for v in costs.values()) / host)
+def _ratio(predicted: float, host: float) -> float:
+    return predicted / host if host > 0 else 1.0
+
+
+def host_profile(model: onnx.ModelProto, path: Path, runs: int, progress) -> Path:
+    """``splitc profile`` of ``model`` on this machine, reused from ``path`` when it matches the model."""
+    from splitc.profiling.command import write_profile
+    from splitc.profiling.measure import profile_model
+
+    digest = hashlib.sha256(model.SerializeToString()).hexdigest()
+    stamp = path.with_suffix(".sha256")
+    if path.exists() and stamp.exists() and stamp.read_text() == digest:
+        return path
+    progress(f"profiling {model.graph.name} on this machine (host side of the device emulation)")
+    write_profile(profile_model(model, runs=runs, warmup=2, min_seconds=0.0, name="host"), path)
+    stamp.write_text(digest)
+    return path
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -167,8 +207,11 @@ class Bench:
         self.input_name, self.shape = first.name, tuple(first.shape)
         self.images, self.labels = load_data(config.test, self.input_name, config.test_limit)
         self.reference = [self._whole(x[None]) for x in self.images]
-        self.host_costs = splitc.analyse(self.model, target="host", cloud="host").costs.as_dict()
-        self.whole_ratios = whole_model_ratios(self.model, config.target, config.cloud, self.host_costs)
+        config.out.mkdir(parents=True, exist_ok=True)
+        profile = config.host_profile or host_profile(self.model, config.out / "host-profile.json",
+                                                      config.profile_runs, progress)
+        self.emulation = Emulation(self.model, config.target, config.cloud, profile)
+        self.whole_ratios = self.emulation.whole_ratios()
 
     def _whole(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
@@ -206,7 +249,7 @@ class Bench:
 
     def time_client(self, directory: Path, url: str) -> Timing:
         plan = json.loads((directory / "plan.json").read_text())
-        edge_ratio, cloud_ratio = ratios(plan, self.host_costs)
+        edge_ratio, cloud_ratio = self.emulation.plan_ratios(plan)
         timing = Timing(detail={"edge_ratio": edge_ratio, "cloud_ratio": cloud_ratio, "kind": plan["kind"],
                                 "cut": [c["tensor"] for c in plan["cut"]], "bits": [c["bits"] for c in plan["cut"]]})
         with EdgeClient(directory, url, timeout=60, retries=0) as client:

@@ -259,7 +259,7 @@ def netem_command(
 def bench_command(
     model: Path = typer.Argument(..., help="The ONNX model to benchmark end to end."),
     target: str = typer.Option("jetson-tx2", "--target", "-t", help="Edge device to emulate."),
-    cloud: str = typer.Option("t4", "--cloud", "-c", help="Cloud device to emulate."),
+    cloud: str = typer.Option("gtx-1080ti", "--cloud", "-c", help="Cloud device to emulate."),
     bw: str = typer.Option("300KBps,1MBps,5Mbps", "--bw", help="Bandwidths to measure, comma-separated."),
     rtt: str = typer.Option("20ms", "--rtt", help="Round-trip time of the emulated link."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data (.npz) for the compile."),
@@ -267,13 +267,17 @@ def bench_command(
     max_drop: str = typer.Option("1%", "--max-drop", help="Accuracy bound of the compile."),
     requests: int = typer.Option(20, "--requests", help="Timed requests per configuration."),
     out: Path = typer.Option(Path("bench-out"), "--output", "-o", help="Folder for the plans, table and plot."),
+    host_profile: Optional[Path] = typer.Option(
+        None, "--host-profile", help="`splitc profile` of MODEL on this machine, for the device emulation "
+        "(default: measured now and kept in the output folder)."),
 ) -> None:
     """Measure splitc's plan against Origin2Cloud, PNG2Cloud, JPEG2Cloud and edge-only through netem."""
     from splitc.bench_e2e import BenchConfig, run_bench
     from splitc.units import parse_bandwidth, parse_time_ms
 
     config = BenchConfig(model, target, cloud, [parse_bandwidth(b) for b in bw.split(",") if b.strip()],
-                         parse_time_ms(rtt), calib, test or calib, parse_fraction(max_drop), requests, out)
+                         parse_time_ms(rtt), calib, test or calib, parse_fraction(max_drop), requests, out,
+                         host_profile=host_profile)
     report = run_bench(config, progress=lambda line: errors.print(line, highlight=False))
     print(report)
 

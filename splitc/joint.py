@@ -16,7 +16,7 @@ from typing import Callable
 
 
 from splitc.errors import SplitcError
-from splitc.passes import calibrate
+from splitc.passes import calibrate, prune_cuts
 from splitc.passes.partition import forced_partition
 from splitc.passes.qdq import QUANT_BITS, Encoding
 from splitc.passes.select_bits import CONFIDENCE_Z, Option, rank
@@ -113,8 +113,14 @@ def _guess(analysis, options: EncodingOptions):
 
 
 def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, ...]],
-                     progress: Callable[[str], None] | None = None) -> tuple[list[Option], calibrate.Table | None]:
-    """Every (cut, bits) option of ``cuts`` with its size and drop (measured with ``options.calib``)."""
+                     progress: Callable[[str], None] | None = None,
+                     bandwidths: tuple[float, float] | None = None) -> tuple[list[Option], calibrate.Table | None]:
+    """Every (cut, bits) option of ``cuts`` with its size and drop (measured with ``options.calib``).
+
+    ``bandwidths`` (bytes/s, default: the analysis's link) is the range the
+    options are for: cuts that cannot be optimal anywhere in it are not
+    measured (``splitc.passes.prune_cuts``) and yield no options.
+    """
     options.check()
     bits = options.bit_choices()
     if options.calib is None:
@@ -124,7 +130,8 @@ def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, .
             bits = [8]
         return _options_from(analysis, cuts, bits, _guess(analysis, options)), None
     (progress or (lambda _s: None))("calibrating: measuring size and accuracy of every cut and bit width")
-    table, _, _ = _calibrate(analysis, options, cuts, bits)
+    link = bandwidths or (analysis.problem.bandwidth, analysis.problem.bandwidth)
+    table, _, _ = _calibrate(analysis, options, cuts, bits, link)
 
     def sizes(cut, c):
         if not cut:
@@ -157,7 +164,7 @@ def make_choice(analysis, options: EncodingOptions, option: Option, ranked: list
                   max_drop=options.max_drop)
 
 
-def _calibrate(analysis, options, cuts, bits):
+def _calibrate(analysis, options, cuts, bits, link: tuple[float, float]):
     graph = analysis.graph
     inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
     outputs = [{"name": v.name, "shape": list(v.shape or [])} for v in graph.outputs]
@@ -165,8 +172,9 @@ def _calibrate(analysis, options, cuts, bits):
     metric = calibrate.choose_metric(options.metric, outputs, calib.labels is not None)
     measured_cuts = [c for c in cuts if c]
     tensors = sorted({t for c in measured_cuts for t in c})
+    fixed = [prune_cuts.times(analysis, cut) for cut in measured_cuts]
     key = calibrate.cache_key(graph.sha256, calib, measured_cuts, bits, metric, options.per_channel, options.codec,
-                              options.max_drop)
+                              [options.max_drop, list(link), fixed])
     cached = _read_cache(options.cache_dir, key)
     if cached is not None:
         return cached, None, calib
@@ -180,8 +188,17 @@ def _calibrate(analysis, options, cuts, bits):
     def passes(drop: float, se: float) -> bool:
         return drop + CONFIDENCE_Z * se <= options.max_drop + 1e-12
 
-    table = calibrate.measure(cloud_half, meas, calib, measured_cuts, bits, metric, axis, options.codec, key,
+    def smallest(cut):
+        return calibrate.cut_bytes(meas, cut, min(bits), axis, options.codec)
+
+    kept = prune_cuts.prune(analysis, measured_cuts, link, smallest)
+    table = calibrate.measure(cloud_half, meas, calib, kept, bits, metric, axis, options.codec, key,
                               passes=passes)
+    for cut in measured_cuts:
+        if cut not in kept:
+            for c in bits:
+                table.entries[calibrate.Table.entry_key(cut, c)] = {"bytes": None, "drop": None, "drop_se": None,
+                                                                    "pruned": True}
     return table, meas, calib
 
 

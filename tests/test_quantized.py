@@ -272,14 +272,18 @@ def test_pruned_calibration_picks_what_full_calibration_picks() -> None:
     from splitc.passes import calibrate
     from splitc.passes.select_bits import rank
 
-    analysis = splitc.analyse(DIGITS, target=MCU, cloud="t4", bandwidth="1MBps")
+    from splitc.passes import prune_cuts
+
+    analysis = splitc.analyse(DIGITS, target=MCU, cloud="t4", bandwidth="1MBps", rtt="1ms")
     options = EncodingOptions("auto", "huffman", 0.01, CALIB)
     cuts = joint.candidate_cuts(analysis)
-    pruned, table = joint.measured_options(analysis, options, cuts)
-    skipped = [e for e in table.entries.values() if e["drop"] is None]
+    link = (3e3, 3e7)
+    pruned, table = joint.measured_options(analysis, options, cuts, bandwidths=link)
+    skipped = [e for e in table.entries.values() if e["drop"] is None and not e.get("pruned")]
     assert skipped, "the bound passes at a narrow width on some cut, so wider ones are skipped"
+    assert any(e.get("pruned") for e in table.entries.values()), "some cut is slower than edge-only everywhere"
     for key, entry in table.entries.items():
-        if entry["drop"] is None:
+        if entry["drop"] is None and not entry.get("pruned"):
             bits, best = json.loads(key)[1], entry["dominated_by"]
             assert best < bits and entry["bytes"] >= table.entries[calibrate.Table.entry_key(json.loads(key)[0], best)]["bytes"]
 
@@ -289,18 +293,44 @@ def test_pruned_calibration_picks_what_full_calibration_picks() -> None:
         kwargs.pop("passes", None)
         return real_measure(*args, **kwargs)
 
-    calibrate.measure = measure_everything
+    real_prune = prune_cuts.prune
+    calibrate.measure, prune_cuts.prune = measure_everything, lambda _a, cuts, *_r: cuts
     try:
-        full, full_table = joint.measured_options(analysis, options, cuts)
+        full, full_table = joint.measured_options(analysis, options, cuts, bandwidths=link)
     finally:
-        calibrate.measure = real_measure
+        calibrate.measure, prune_cuts.prune = real_measure, real_prune
     assert all(e["drop"] is not None for e in full_table.entries.values())
-    assert len(full) == len(pruned) + len(skipped)
+    unmeasured = len(table.entries) - sum(e["drop"] is not None for e in table.entries.values())
+    assert len(full) == len(pruned) + unmeasured
     for key, entry in table.entries.items():
+        if entry.get("pruned"):
+            continue
         assert entry["bytes"] == full_table.entries[key]["bytes"]
         if entry["drop"] is not None:
             assert entry["drop"] == full_table.entries[key]["drop"]
+    picks = set()
     for bandwidth in (3e3, 3e4, 3e5, 3e6, 3e7):
-        best_pruned = rank(pruned, bandwidth, 20.0, 0.01)[0]
-        best_full = rank(full, bandwidth, 20.0, 0.01)[0]
+        best_pruned = rank(pruned, bandwidth, 1.0, 0.01)[0]
+        best_full = rank(full, bandwidth, 1.0, 0.01)[0]
         assert (best_pruned.cut, best_pruned.bits) == (best_full.cut, best_full.bits)
+        picks.add((best_full.cut, best_full.bits))
+    assert len(picks) > 1, "the range spans more than one optimal plan"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 100), st.floats(0, 50)), min_size=1, max_size=12),
+       st.tuples(st.floats(0, 100), st.floats(0, 50)), st.floats(0.01, 1.0), st.floats(1.0, 10.0))
+def test_cut_pruning_is_exact_against_a_dense_scan(upper, line, x_lo, width) -> None:
+    """A pruned line is above the known-feasible envelope everywhere; a kept one touches it somewhere."""
+    from splitc.passes.prune_cuts import envelope_at, witness
+
+    x_range = (x_lo, x_lo * width)
+    points, env = envelope_at(upper, x_range)
+    found = witness(line, points, env)
+    a, b = line
+    if found is None:
+        for x in np.linspace(*x_range, 2001):
+            assert a + b * x > min(p + q * x for p, q in upper) * (1 - 1e-9)
+    else:
+        assert x_range[0] <= found <= x_range[1]
+        assert a + b * found <= min(p + q * found for p, q in upper) * (1 + 1e-9) + 1e-12

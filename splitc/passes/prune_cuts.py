@@ -1,0 +1,78 @@
+"""Skip the accuracy measurement of cuts that cannot be optimal anywhere in the bandwidth range.
+
+Measuring a cut's accuracy drop runs its cloud half over the whole calibration
+set at every bit width, the slow part of a compile. Many cuts never win: their
+best case is slower than an option that is known to be feasible without any
+measurement. In ``x = 1/bandwidth`` every option's latency is a line
+``a + b·x`` (``a`` = edge + cloud + RTT ms, ``b`` = bytes on the wire, scaled):
+
+* known feasible (no drop): edge-only, and every cut sent as raw float32;
+* a cut's best case: its times with its smallest frame (the narrowest width
+  allowed; a tensor quantized to fewer bits is never larger on the wire).
+
+A cut is dropped when its best-case line lies strictly above the lower
+envelope of the known-feasible lines at every ``x`` of the range. The
+difference is convex in ``x`` (a line minus a concave envelope), so checking
+the range's ends and the envelope's breakpoints inside it is exact.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Callable
+
+from splitc.passes.partition import forced_partition
+
+RAW_HEADER_BYTES = 64  # a generous bound on a raw frame's header, so the upper lines stay upper
+
+
+def times(analysis, cut: tuple[str, ...]) -> tuple[float, float]:
+    """(fixed ms, bytes on the wire besides the cut tensors) of sending ``cut``."""
+    part = forced_partition(analysis.problem, list(cut))
+    fixed = part.edge_ms + part.cloud_ms + (analysis.problem.rtt_ms if cut else 0.0)
+    return fixed, float(part.down_bytes if cut else 0.0)
+
+
+def raw_bytes(analysis, cut: tuple[str, ...]) -> float:
+    return float(sum(4 * analysis.graph.values[t].numel + RAW_HEADER_BYTES for t in cut))
+
+
+def prune(analysis, cuts: list[tuple[str, ...]], bandwidths: tuple[float, float],
+          smallest_bytes: Callable[[tuple[str, ...]], float]) -> list[tuple[str, ...]]:
+    """The cuts of ``cuts`` (non-empty) that could be optimal somewhere in ``bandwidths`` (bytes/s)."""
+    lo, hi = bandwidths
+    x_range = (1e3 / hi, 1e3 / lo)  # ms per byte
+    base = {cut: times(analysis, cut) for cut in cuts}
+    edge_only = times(analysis, ())
+    upper = [(edge_only[0], 0.0)] + [(a, down + raw_bytes(analysis, cut)) for cut, (a, down) in base.items()]
+    points, envelope = envelope_at(upper, x_range)
+    return [cut for cut in cuts
+            if witness((base[cut][0], base[cut][1] + smallest_bytes(cut)), points, envelope) is not None]
+
+
+def witness(line: tuple[float, float], points: list[float], envelope: list[float]) -> float | None:
+    """An ``x`` where ``line`` is not above the envelope (given at ``points``), or None if it is above everywhere."""
+    a, b = line
+    for x, bound in zip(points, envelope):
+        if a + b * x <= bound * (1 + 1e-9):
+            return x
+    return None
+
+
+def envelope_at(lines: list[tuple[float, float]], x_range: tuple[float, float]) -> tuple[list[float], list[float]]:
+    """The points that decide ``witness`` for ``lines`` over ``x_range``, and the envelope's value there."""
+    points = _points(lines, x_range)
+    return points, [min(a + b * x for a, b in lines) for x in points]
+
+
+def _points(lines: list[tuple[float, float]], x_range: tuple[float, float]) -> list[float]:
+    """The range's ends and every crossing of two lines inside it (a superset of the envelope's breakpoints)."""
+    x_lo, x_hi = x_range
+    points = {x_lo, x_hi}
+    unique = sorted(set(lines))
+    for (a1, b1), (a2, b2) in combinations(unique, 2):
+        if b1 != b2:
+            x = (a2 - a1) / (b1 - b2)
+            if x_lo < x < x_hi:
+                points.add(x)
+    return sorted(points)
