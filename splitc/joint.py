@@ -114,7 +114,8 @@ def _guess(analysis, options: EncodingOptions):
 
 def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, ...]],
                      progress: Callable[[str], None] | None = None,
-                     bandwidths: tuple[float, float] | None = None) -> tuple[list[Option], calibrate.Table | None]:
+                     bandwidths: tuple[float, float] | None = None,
+                     prune: bool = True) -> tuple[list[Option], calibrate.Table | None]:
     """Every (cut, bits) option of ``cuts`` with its size and drop (measured with ``options.calib``).
 
     ``bandwidths`` (bytes/s, default: the analysis's link) is the range the
@@ -131,7 +132,7 @@ def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, .
         return _options_from(analysis, cuts, bits, _guess(analysis, options)), None
     (progress or (lambda _s: None))("calibrating: measuring size and accuracy of every cut and bit width")
     link = bandwidths or (analysis.problem.bandwidth, analysis.problem.bandwidth)
-    table, _, _ = _calibrate(analysis, options, cuts, bits, link)
+    table, _, _ = _calibrate(analysis, options, cuts, bits, link, prune)
 
     def sizes(cut, c):
         if not cut:
@@ -146,7 +147,7 @@ def choose(analysis, options: EncodingOptions, cut: list[str] | None = None,
            progress: Callable[[str], None] | None = None) -> Choice:
     """Pick the (cut, bits) pair with the lowest predicted latency within the accuracy bound."""
     cuts = [tuple(cut)] if cut is not None else candidate_cuts(analysis)
-    measured, table = measured_options(analysis, options, cuts, progress)
+    measured, table = measured_options(analysis, options, cuts, progress, prune=cut is None)
     problem = analysis.problem
     ranked = rank(measured, problem.bandwidth, problem.rtt_ms, options.max_drop)
     if not ranked:
@@ -164,7 +165,19 @@ def make_choice(analysis, options: EncodingOptions, option: Option, ranked: list
                   max_drop=options.max_drop)
 
 
-def _calibrate(analysis, options, cuts, bits, link: tuple[float, float]):
+def _still_pruned(analysis, table, cuts, bits, link, prune: bool) -> bool:
+    """True when every cut the cached ``table`` did not measure would be skipped for this link too."""
+    skipped = [c for c in cuts if table.get(c, min(bits)).get("pruned")]
+    if not skipped:
+        return True
+    if not prune:
+        return False
+    smallest = {c: table.get(c, min(bits)).get("smallest_bytes") or table.get(c, min(bits))["bytes"] or 0.0
+                for c in cuts}
+    return not prune_cuts.prune(analysis, skipped, link, smallest.__getitem__)
+
+
+def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: bool = True):
     graph = analysis.graph
     inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
     outputs = [{"name": v.name, "shape": list(v.shape or [])} for v in graph.outputs]
@@ -172,11 +185,10 @@ def _calibrate(analysis, options, cuts, bits, link: tuple[float, float]):
     metric = calibrate.choose_metric(options.metric, outputs, calib.labels is not None)
     measured_cuts = [c for c in cuts if c]
     tensors = sorted({t for c in measured_cuts for t in c})
-    fixed = [prune_cuts.times(analysis, cut) for cut in measured_cuts]
     key = calibrate.cache_key(graph.sha256, calib, measured_cuts, bits, metric, options.per_channel, options.codec,
-                              [options.max_drop, list(link), fixed])
+                              options.max_drop)
     cached = _read_cache(options.cache_dir, key)
-    if cached is not None:
+    if cached is not None and _still_pruned(analysis, cached, measured_cuts, bits, link, prune):
         return cached, None, calib
     types = {t: (graph.values[t].shape, graph.values[t].dtype) for t in tensors}
     meas = calibrate.run_probe(graph.model, tensors, types, calib)
@@ -191,14 +203,14 @@ def _calibrate(analysis, options, cuts, bits, link: tuple[float, float]):
     def smallest(cut):
         return calibrate.cut_bytes(meas, cut, min(bits), axis, options.codec)
 
-    kept = prune_cuts.prune(analysis, measured_cuts, link, smallest)
+    kept = prune_cuts.prune(analysis, measured_cuts, link, smallest) if prune else measured_cuts
     table = calibrate.measure(cloud_half, meas, calib, kept, bits, metric, axis, options.codec, key,
                               passes=passes)
     for cut in measured_cuts:
         if cut not in kept:
             for c in bits:
                 table.entries[calibrate.Table.entry_key(cut, c)] = {"bytes": None, "drop": None, "drop_se": None,
-                                                                    "pruned": True}
+                                                                    "pruned": True, "smallest_bytes": smallest(cut)}
     return table, meas, calib
 
 
