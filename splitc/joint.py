@@ -19,7 +19,7 @@ from splitc.errors import SplitcError
 from splitc.passes import calibrate, prune_cuts
 from splitc.passes.partition import forced_partition
 from splitc.passes.qdq import QUANT_BITS, Encoding
-from splitc.passes.select_bits import CONFIDENCE_Z, Option, rank
+from splitc.passes.select_bits import Option, rank, within_bound
 from splitc.runtime import codec
 
 ALL_BITS = [*QUANT_BITS, 16, 32]
@@ -172,9 +172,7 @@ def _still_pruned(analysis, table, cuts, bits, link, prune: bool) -> bool:
         return True
     if not prune:
         return False
-    smallest = {c: table.get(c, min(bits)).get("smallest_bytes") or table.get(c, min(bits))["bytes"] or 0.0
-                for c in cuts}
-    return not prune_cuts.prune(analysis, skipped, link, smallest.__getitem__)
+    return not prune_cuts.prune(analysis, skipped, link, lambda c: table.get(c, min(bits))["smallest_bytes"])
 
 
 def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: bool = True):
@@ -198,10 +196,14 @@ def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: 
         return analysis.split(list(cut)).cloud_model
 
     def passes(drop: float, se: float) -> bool:
-        return drop + CONFIDENCE_Z * se <= options.max_drop + 1e-12
+        return within_bound(drop, se, options.max_drop)
+
+    sizes: dict[tuple[str, ...], float] = {}
 
     def smallest(cut):
-        return calibrate.cut_bytes(meas, cut, min(bits), axis, options.codec)
+        if cut not in sizes:
+            sizes[cut] = calibrate.cut_bytes(meas, cut, min(bits), axis, options.codec)
+        return sizes[cut]
 
     kept = prune_cuts.prune(analysis, measured_cuts, link, smallest) if prune else measured_cuts
     table = calibrate.measure(cloud_half, meas, calib, kept, bits, metric, axis, options.codec, key,

@@ -56,8 +56,13 @@ def bounded_drop(option: Option, z: float = CONFIDENCE_Z) -> float:
     return option.drop + z * option.drop_se
 
 
+def within_bound(drop: float, drop_se: float, max_drop: float, z: float = CONFIDENCE_Z) -> bool:
+    """The accuracy bound: ``drop + z * drop_se <= max_drop``."""
+    return drop + z * drop_se <= max_drop + 1e-12
+
+
 def feasible(options: list[Option], max_drop: float, z: float = CONFIDENCE_Z) -> list[Option]:
-    return [o for o in options if bounded_drop(o, z) <= max_drop + 1e-12]
+    return [o for o in options if within_bound(o.drop, o.drop_se, max_drop, z)]
 
 
 def rank(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: float,
