@@ -173,8 +173,8 @@ class AdaptiveSplit:
 def compile_range(model, bandwidth: str | tuple[float, float], target: str = "jetson-tx2", cloud: str = "t4",
                   rtt: str | float = "20ms", input_shapes=None, progress=None, bits: str | int = "auto",
                   codec: str = "huffman", calib=None, max_drop: float = 0.01, metric: str = "auto",
-                  per_channel: bool = False, cache_dir=None, preprocess=None, emit_fallback: bool = False
-                  ) -> AdaptiveSplit:
+                  per_channel: bool = False, cache_dir=None, preprocess=None, emit_fallback: bool = False,
+                  jpeg: bool = True) -> AdaptiveSplit:
     """Compile the plans optimal somewhere in a bandwidth range (``"300KBps..50Mbps"``).
 
     The other arguments are those of ``splitc.compile``.
@@ -185,7 +185,7 @@ def compile_range(model, bandwidth: str | tuple[float, float], target: str = "je
     rtt_ms = base.problem.rtt_ms
     analyses = [base, *(at_link(base, bw, rtt_ms) for bw in (math.sqrt(lo * hi), lo))]
     options = joint.EncodingOptions(bits, codec, max_drop, calib, metric, per_channel,
-                                    Path(cache_dir) if cache_dir else None, preprocess)
+                                    Path(cache_dir) if cache_dir else None, preprocess, jpeg)
     step("finding the feasible (cut, bits) options")
     ok, table = feasible_options(analyses, options)
     pieces = envelope(ok, lo, hi, rtt_ms)
@@ -216,6 +216,7 @@ def _index(base: Analysis, pieces: list[Piece], splits, span, rtt_ms: float, opt
         plans.append({
             "id": plan_id, "dir": f"plans/{plan_id}", "interval_Bps": [piece.lo, piece.hi],
             "kind": split.plan["kind"], "cut": list(piece.option.cut), "bits": piece.option.bits,
+            **({"jpeg_quality": piece.option.jpeg_quality} if piece.option.jpeg_quality else {}),
             "sent_bytes": piece.option.sent_bytes, "returned_bytes": piece.option.returned_bytes,
             "drop": piece.option.drop, "a_ms": piece.a_ms, "b_bytes": piece.b / 1e3,
             "predicted_ms": [piece.a_ms + piece.b / piece.lo, piece.a_ms + piece.b / piece.hi],

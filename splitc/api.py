@@ -142,6 +142,7 @@ def compile(
     per_channel: bool = False,
     cache_dir: str | Path | None = None,
     preprocess: str | None = None,
+    jpeg: bool = True,
 ) -> CompiledSplit:
     """Split ``model`` between an edge device and a cloud server.
 
@@ -158,12 +159,15 @@ def compile(
     ``calib`` may also be a folder of images, prepared as ``preprocess`` says
     (see ``splitc.passes.calib_images``). ``codec`` is ``"huffman"`` or
     ``"none"``; ``cache_dir`` holds an earlier output whose calibration tables
-    may be reused.
+    may be reused. With ``bits="auto"``, ``codec="huffman"`` and ``calib``,
+    ``jpeg`` also tries JPEG coding (lossy; qualities in
+    ``splitc.joint.JPEG_QUALITIES``) for cut tensors shaped like images: in
+    practice the model input, which then competes with sending a JPEG photo.
     """
     analysis = analyse(model, target, cloud, bandwidth, rtt, input_shapes, progress)
     step = progress or (lambda _stage: None)
     options = EncodingOptions(bits, codec, max_drop, calib, metric, per_channel,
-                              Path(cache_dir) if cache_dir else None, preprocess)
+                              Path(cache_dir) if cache_dir else None, preprocess, jpeg)
     choice = None
     if bits != 32 or calib is not None:
         choice = choose(analysis, options, cut, progress)

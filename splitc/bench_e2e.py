@@ -251,7 +251,8 @@ class Bench:
         plan = json.loads((directory / "plan.json").read_text())
         edge_ratio, cloud_ratio = self.emulation.plan_ratios(plan)
         timing = Timing(detail={"edge_ratio": edge_ratio, "cloud_ratio": cloud_ratio, "kind": plan["kind"],
-                                "cut": [c["tensor"] for c in plan["cut"]], "bits": [c["bits"] for c in plan["cut"]]})
+                                "cut": [c["tensor"] for c in plan["cut"]], "bits": [c["bits"] for c in plan["cut"]],
+                                "codec": [c["codec"] for c in plan["cut"]]})
         with EdgeClient(directory, url, timeout=60, retries=0) as client:
             for i in range(self.config.requests + 2):
                 r = client.infer({self.input_name: self.images[i % len(self.images)][None]})
@@ -360,7 +361,9 @@ def markdown(result: dict) -> str:
 def _plan_text(cell: dict) -> str:
     if not cell.get("cut"):
         return f"{cell.get('kind', '?')}"
-    return f"{cell['kind']}, cut {', '.join(cell['cut'][:2])} at {cell['bits'][0]} bits"
+    spec = (cell.get("codec") or [{}])[0]
+    coding = f"JPEG q{spec['quality']}" if spec.get("name") == "jpeg" else f"{cell['bits'][0]} bits"
+    return f"{cell['kind']}, cut {', '.join(cell['cut'][:2])} at {coding}"
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -372,9 +375,10 @@ def plot(results: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
     for ax, result in zip(axes[0], results):
-        bandwidths = [row["bandwidth_Bps"] / 1e3 for row in result["rows"]]
+        rows = sorted(result["rows"], key=lambda row: row["bandwidth_Bps"])
+        bandwidths = [row["bandwidth_Bps"] / 1e3 for row in rows]
         for method in METHODS:
-            ax.plot(bandwidths, [row[method]["median_ms"] for row in result["rows"]], marker="o", label=method)
+            ax.plot(bandwidths, [row[method]["median_ms"] for row in rows], marker="o", label=method)
         ax.set(xscale="log", yscale="log", xlabel="bandwidth (KB/s)", ylabel="latency, emulated median (ms)",
                title=f"{result['model']} ({result['target']} → {result['cloud']})")
         ax.grid(True, which="both", alpha=0.3)

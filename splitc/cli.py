@@ -72,6 +72,10 @@ def compile_command(
     max_drop: str = typer.Option("1%", "--max-drop", help="Largest accepted accuracy drop: 1% or 0.01."),
     metric: str = typer.Option("auto", "--metric", help="Accuracy metric: auto, top1 (classifiers) or rel-l2."),
     per_channel: bool = typer.Option(False, "--per-channel", help="Quantize with a min/max per channel."),
+    jpeg: bool = typer.Option(
+        True, "--jpeg/--no-jpeg",
+        help="With --bits auto and --calib: also try JPEG (quality 50/75/85/90/95) on image-shaped cut tensors.",
+    ),
     preprocess: Optional[str] = typer.Option(
         None, "--preprocess", help="For a --calib folder of images: mean=a/b/c,std=a/b/c,layout=nchw|nhwc,scale=255."
     ),
@@ -106,7 +110,7 @@ def compile_command(
                 model, bw, target=target, cloud=cloud, rtt=rtt, input_shapes=_shapes(input_shape), progress=step,
                 bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop), metric=metric,
                 per_channel=per_channel, cache_dir=out if out.is_dir() else None, preprocess=preprocess,
-                emit_fallback=emit_fallback,
+                emit_fallback=emit_fallback, jpeg=jpeg,
             )
             result.save(out)
         if as_json:
@@ -120,7 +124,7 @@ def compile_command(
             model, target=target, cloud=cloud, bandwidth=bw, rtt=rtt,
             input_shapes=_shapes(input_shape), cut=_cut(cut), progress=step,
             bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop), metric=metric,
-            per_channel=per_channel, cache_dir=out if out.is_dir() else None, preprocess=preprocess,
+            per_channel=per_channel, cache_dir=out if out.is_dir() else None, preprocess=preprocess, jpeg=jpeg,
         )
         step("writing the output directory")
         if emit_fallback:

@@ -18,11 +18,13 @@ from typing import Callable
 from splitc.errors import SplitcError
 from splitc.passes import calibrate, prune_cuts
 from splitc.passes.partition import forced_partition
-from splitc.passes.qdq import QUANT_BITS, Encoding
+from splitc.passes.qdq import QUANT_BITS, Encoding, jpeg_width
 from splitc.passes.select_bits import Option, rank, within_bound
 from splitc.runtime import codec
+from splitc.runtime.codec_jpeg import image_layout
 
 ALL_BITS = [*QUANT_BITS, 16, 32]
+JPEG_QUALITIES = (50, 75, 85, 90, 95)  # tried on image-shaped cuts (the model input) with --bits auto
 HEADER_GUESS = 64  # frame header bytes assumed when nothing is measured
 
 
@@ -42,6 +44,7 @@ class EncodingOptions:
     per_channel: bool = False
     cache_dir: Path | None = None
     preprocess: str | None = None
+    jpeg: bool = True  # with bits "auto" and the huffman codec, also try JPEG on image-shaped cut tensors
 
     def bit_choices(self) -> list[int]:
         if self.bits == "auto":
@@ -50,6 +53,14 @@ class EncodingOptions:
         if bits not in ALL_BITS:
             raise SplitcError(f"--bits must be auto, 1..8, 16 or 32, not {self.bits!r}")
         return [bits]
+
+    def widths(self, graph, cut: tuple[str, ...], bits: list[int]) -> list[int | str]:
+        """The widths tried for ``cut``: ``bits``, plus JPEG qualities when every tensor is image-shaped."""
+        if not (self.jpeg and self.bits == "auto" and self.codec == "huffman" and self.calib is not None):
+            return bits
+        if not cut or not all(t in graph.values and image_layout(graph.values[t].shape or []) for t in cut):
+            return bits
+        return [*bits, *(jpeg_width(q) for q in JPEG_QUALITIES)]
 
     def check(self) -> None:
         if self.codec not in ("huffman", "none"):
@@ -92,15 +103,17 @@ def _axis(options: EncodingOptions, rank: int) -> int | None:
     return 1 if options.per_channel and rank > 1 else None
 
 
-def _options_from(analysis, cuts, bits, sizes_and_drops) -> list[Option]:
+def _options_from(analysis, cuts, widths, sizes_and_drops) -> list[Option]:
     options = []
     for cut in cuts:
         part = forced_partition(analysis.problem, list(cut))
-        for c in ([32] if not cut else bits):
+        for c in ([32] if not cut else widths(cut)):
             size, drop, se = sizes_and_drops(cut, c)
             if drop is None:
                 continue  # dominated: a narrower width of this cut passed with fewer bytes
-            options.append(Option(cut, c, part.edge_ms, part.cloud_ms, size, part.down_bytes, drop, part.kind, se))
+            bits, quality = (8, int(c[4:])) if isinstance(c, str) else (c, 0)
+            options.append(Option(cut, bits, part.edge_ms, part.cloud_ms, size, part.down_bytes, drop, part.kind, se,
+                                  jpeg_quality=quality))
     return options
 
 
@@ -129,7 +142,7 @@ def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, .
             warnings.warn("no --calib data: using 8 bits; the accuracy bound was NOT checked", UncheckedAccuracy,
                           stacklevel=3)
             bits = [8]
-        return _options_from(analysis, cuts, bits, _guess(analysis, options)), None
+        return _options_from(analysis, cuts, lambda _cut: bits, _guess(analysis, options)), None
     (progress or (lambda _s: None))("calibrating: measuring size and accuracy of every cut and bit width")
     link = bandwidths or (analysis.problem.bandwidth, analysis.problem.bandwidth)
     table, _, _ = _calibrate(analysis, options, cuts, bits, link, prune)
@@ -140,7 +153,7 @@ def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, .
         entry = table.get(cut, c)
         return entry["bytes"], entry["drop"], entry.get("drop_se")
 
-    return _options_from(analysis, cuts, bits, sizes), table
+    return _options_from(analysis, cuts, lambda cut: options.widths(analysis.graph, cut, bits), sizes), table
 
 
 def choose(analysis, options: EncodingOptions, cut: list[str] | None = None,
@@ -158,8 +171,11 @@ def choose(analysis, options: EncodingOptions, cut: list[str] | None = None,
 def make_choice(analysis, options: EncodingOptions, option: Option, ranked: list[Option],
                 table: calibrate.Table | None) -> Choice:
     """The encodings and static codebooks that emit ``option``."""
-    encodings = [Encoding(t, option.bits, _axis(options, len(analysis.graph.values[t].shape)),
-                          options.codec if option.bits <= 8 else "none") for t in option.cut]
+    if option.jpeg_quality:
+        encodings = [Encoding(t, 8, None, "jpeg", option.jpeg_quality) for t in option.cut]
+    else:
+        encodings = [Encoding(t, option.bits, _axis(options, len(analysis.graph.values[t].shape)),
+                              options.codec if option.bits <= 8 else "none") for t in option.cut]
     books = _codebooks(analysis, options, encodings) if options.calib is not None else {}
     return Choice(option, ranked, encodings, books, table, checked=options.calib is not None,
                   max_drop=options.max_drop)
@@ -168,10 +184,15 @@ def make_choice(analysis, options: EncodingOptions, option: Option, ranked: list
 def _still_pruned(analysis, table, cuts, bits, link, prune: bool) -> bool:
     """True when every cut the cached ``table`` did not measure would be skipped for this link too."""
     skipped = [c for c in cuts if table.get(c, min(bits)).get("pruned")]
-    if not skipped:
+    dynamic = any(e.get("above_feasible") for e in table.entries.values())
+    if not skipped and not dynamic:
         return True
     if not prune:
         return False
+    if table.link == list(link):
+        return True  # the same range: the same cuts and widths would be skipped
+    if dynamic:
+        return False  # skipped against options found feasible for the cached range only
     return not prune_cuts.prune(analysis, skipped, link, lambda c: table.get(c, min(bits))["smallest_bytes"])
 
 
@@ -183,8 +204,12 @@ def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: 
     metric = calibrate.choose_metric(options.metric, outputs, calib.labels is not None)
     measured_cuts = [c for c in cuts if c]
     tensors = sorted({t for c in measured_cuts for t in c})
-    key = calibrate.cache_key(graph.sha256, calib, measured_cuts, bits, metric, options.per_channel, options.codec,
-                              options.max_drop)
+    def widths(cut):
+        return options.widths(graph, cut, bits)
+
+    every_width = sorted({w for c in measured_cuts for w in widths(c)}, key=str)
+    key = calibrate.cache_key(graph.sha256, calib, measured_cuts, every_width, metric, options.per_channel,
+                              options.codec, options.max_drop)
     cached = _read_cache(options.cache_dir, key)
     if cached is not None and _still_pruned(analysis, cached, measured_cuts, bits, link, prune):
         return cached, None, calib
@@ -202,15 +227,23 @@ def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: 
 
     def smallest(cut):
         if cut not in sizes:
-            sizes[cut] = calibrate.cut_bytes(meas, cut, min(bits), axis, options.codec)
+            narrowest = [min(bits), *(w for w in widths(cut) if isinstance(w, str))]
+            sizes[cut] = min(calibrate.cut_bytes(meas, cut, w, axis, options.codec) for w in narrowest)
         return sizes[cut]
 
     kept = prune_cuts.prune(analysis, measured_cuts, link, smallest) if prune else measured_cuts
-    table = calibrate.measure(cloud_half, meas, calib, kept, bits, metric, axis, options.codec, key,
-                              passes=passes)
+    known = prune_cuts.FeasibleEnvelope(analysis, measured_cuts, link) if prune else None
+
+    def worth(cut, sent_bytes):
+        return known.worth(cut, smallest(cut) if sent_bytes is None else sent_bytes)
+
+    table = calibrate.measure(cloud_half, meas, calib, kept, widths, metric, axis, options.codec, key,
+                              passes=passes, worth=worth if prune else None,
+                              on_feasible=known.add if prune else None)
+    table.link = list(link)
     for cut in measured_cuts:
         if cut not in kept:
-            for c in bits:
+            for c in widths(cut):
                 table.entries[calibrate.Table.entry_key(cut, c)] = {"bytes": None, "drop": None, "drop_se": None,
                                                                     "pruned": True, "smallest_bytes": smallest(cut)}
     return table, meas, calib
@@ -247,6 +280,7 @@ def option_summary(option: Option, bandwidth: float, rtt_ms: float) -> dict:
         "kind": option.kind if option.cut else "edge-only",
         "cut": list(option.cut),
         "bits": option.bits,
+        **({"jpeg_quality": option.jpeg_quality} if option.jpeg_quality else {}),
         "bytes": option.sent_bytes,
         "drop": option.drop,
         "drop_se": option.drop_se,

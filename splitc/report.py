@@ -55,7 +55,7 @@ def print_compile_report(console: Console, split, out: Path) -> None:
         cut.add_column(column)
     for entry in plan["cut"]:
         cut.add_row(entry["tensor"], "x".join(map(str, entry["shape"])), entry["dtype"], _size(entry["bytes"]),
-                    str(entry["bits"]), entry["codec"]["name"], _size(entry["predicted_bytes"]),
+                    str(entry["bits"]), _codec_text(entry["codec"]), _size(entry["predicted_bytes"]),
                     entry["producer"] or "(model input)")
     if not plan["cut"]:
         cut.add_row("(nothing is sent)", "", "", "", "")
@@ -88,7 +88,7 @@ def _selection_table(plan: dict) -> Table:
     for rank, option in enumerate([sel["chosen"], *sel["runners_up"]], 1):
         drop = f"{option['drop']:.2%} ± {option.get('drop_se', 0.0):.2%}"
         style = "bold" if rank == 1 else ""
-        table.add_row(str(rank), option["kind"], _names(option["cut"]), str(option["bits"]),
+        table.add_row(str(rank), option["kind"], _names(option["cut"]), _width_text(option),
                       _size(option["bytes"]), drop, f"{option['edge_ms']:.2f}", f"{option['transfer_ms']:.2f}",
                       f"{option['cloud_ms']:.2f}", f"{option['total_ms']:.2f}", style=style)
     return table
@@ -199,3 +199,13 @@ def print_outputs(console: Console, outputs: dict[str, np.ndarray]) -> None:
         table.add_row(name, "x".join(map(str, array.shape)), str(array.dtype), f"{flat.min():.4g}",
                       f"{flat.max():.4g}", str(int(flat.argmax())))
     console.print(table)
+
+
+def _codec_text(codec: dict) -> str:
+    """``huffman``, ``none``, or ``jpeg q90``."""
+    return f"jpeg q{codec['quality']}" if codec.get("name") == "jpeg" else codec.get("name", "none")
+
+
+def _width_text(option: dict) -> str:
+    """The bits of a ranked option, or ``jpeg q90``."""
+    return f"jpeg q{option['jpeg_quality']}" if option.get("jpeg_quality") else str(option["bits"])

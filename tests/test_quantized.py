@@ -273,24 +273,28 @@ def test_pruned_calibration_picks_what_full_calibration_picks() -> None:
     from splitc.passes.select_bits import rank
 
     from splitc.passes import prune_cuts
+    from splitc.passes.qdq import width_order
 
     analysis = splitc.analyse(DIGITS, target=MCU, cloud="t4", bandwidth="1MBps", rtt="1ms")
     options = EncodingOptions("auto", "huffman", 0.01, CALIB)
     cuts = joint.candidate_cuts(analysis)
     link = (3e3, 3e7)
     pruned, table = joint.measured_options(analysis, options, cuts, bandwidths=link)
-    skipped = [e for e in table.entries.values() if e["drop"] is None and not e.get("pruned")]
+    skipped = [e for e in table.entries.values() if "dominated_by" in e]
     assert skipped, "the bound passes at a narrow width on some cut, so wider ones are skipped"
     assert any(e.get("pruned") for e in table.entries.values()), "some cut is slower than edge-only everywhere"
+    assert any(e.get("above_feasible") for e in table.entries.values()), "options found feasible skip later ones"
     for key, entry in table.entries.items():
-        if entry["drop"] is None and not entry.get("pruned"):
-            bits, best = json.loads(key)[1], entry["dominated_by"]
-            assert best < bits and entry["bytes"] >= table.entries[calibrate.Table.entry_key(json.loads(key)[0], best)]["bytes"]
+        if "dominated_by" in entry:
+            (cut, bits), best = json.loads(key), entry["dominated_by"]
+            beaten_by = table.entries[calibrate.Table.entry_key(cut, best)]
+            assert width_order(best) < width_order(bits) and entry["bytes"] >= beaten_by["bytes"]
 
     real_measure = calibrate.measure
 
     def measure_everything(*args, **kwargs):
-        kwargs.pop("passes", None)
+        for shortcut in ("passes", "worth", "on_feasible"):
+            kwargs.pop(shortcut, None)
         return real_measure(*args, **kwargs)
 
     real_prune = prune_cuts.prune
@@ -303,7 +307,7 @@ def test_pruned_calibration_picks_what_full_calibration_picks() -> None:
     unmeasured = len(table.entries) - sum(e["drop"] is not None for e in table.entries.values())
     assert len(full) == len(pruned) + unmeasured
     for key, entry in table.entries.items():
-        if entry.get("pruned"):
+        if entry["bytes"] is None:  # a cut skipped whole
             continue
         assert entry["bytes"] == full_table.entries[key]["bytes"]
         if entry["drop"] is not None:
@@ -312,8 +316,8 @@ def test_pruned_calibration_picks_what_full_calibration_picks() -> None:
     for bandwidth in (3e3, 3e4, 3e5, 3e6, 3e7):
         best_pruned = rank(pruned, bandwidth, 1.0, 0.01)[0]
         best_full = rank(full, bandwidth, 1.0, 0.01)[0]
-        assert (best_pruned.cut, best_pruned.bits) == (best_full.cut, best_full.bits)
-        picks.add((best_full.cut, best_full.bits))
+        assert (best_pruned.cut, best_pruned.width) == (best_full.cut, best_full.width)
+        picks.add((best_full.cut, best_full.width))
     assert len(picks) > 1, "the range spans more than one optimal plan"
 
 

@@ -61,6 +61,8 @@ def _codec_entry(enc, books: dict[str, str]) -> dict:
         return {"name": "none"}
     if enc.bits == 16 or enc.codec == "none":
         return {"name": "none"}
+    if enc.codec == "jpeg":
+        return {"name": "jpeg", "quality": enc.quality}
     entry = {"name": "huffman"}
     if enc.tensor in books:
         entry["codebook"] = books[enc.tensor]

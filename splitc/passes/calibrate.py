@@ -28,11 +28,11 @@ import onnxruntime as ort
 from onnx import helper
 
 from splitc.errors import SplitcError
-from splitc.passes.qdq import Encoding, round_trip, simulate
+from splitc.passes.qdq import Encoding, encoding_for, round_trip, simulate, width_order
 from splitc.runtime import codec
 
 METRICS = ("auto", "top1", "rel-l2")
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 class CalibrationError(SplitcError):
@@ -112,6 +112,7 @@ class Table:
     float_score: float
     entries: dict[str, dict[str, float]] = field(default_factory=dict)
     float_quality: np.ndarray | None = field(default=None, repr=False)
+    link: list[float] | None = None  # the bandwidth range (bytes/s) the skipped entries were skipped for
 
     @staticmethod
     def entry_key(cut: tuple[str, ...], bits: int) -> str:
@@ -122,11 +123,11 @@ class Table:
 
     def to_json(self) -> dict:
         return {"version": CACHE_VERSION, "metric": self.metric, "key": self.key,
-                "float_score": self.float_score, "entries": self.entries}
+                "float_score": self.float_score, "link": self.link, "entries": self.entries}
 
     @classmethod
     def from_json(cls, data: dict) -> "Table":
-        return cls(data["metric"], data["key"], data["float_score"], data["entries"])
+        return cls(data["metric"], data["key"], data["float_score"], data["entries"], link=data.get("link"))
 
 
 def choose_metric(metric: str, outputs: list[dict], has_labels: bool) -> str:
@@ -223,7 +224,7 @@ def frame_bytes(arrays: list[np.ndarray], enc: Encoding, book: codec.Codebook | 
         else:
             q, lo, hi = simulate(x, enc)
             sizes.append(len(codec.encode(q, enc.bits, _flat(lo), _flat(hi), codebook=book,
-                                          per_channel_axis=enc.axis, coder=enc.codec)))
+                                          per_channel_axis=enc.axis, coder=enc.codec, quality=enc.quality or 90)))
     return float(np.mean(sizes))
 
 
@@ -243,47 +244,73 @@ def measure(
     meas: Measurement,
     calib: CalibrationSet,
     cuts: list[tuple[str, ...]],
-    bits: list[int],
+    bits: list[int | str] | Callable[[tuple[str, ...]], list[int | str]],
     metric: str,
     axis: int | None,
     codec_name: str,
     key: str,
     progress: Callable[[int, int], None] | None = None,
     passes: Callable[[float, float], bool] | None = None,
+    worth: Callable[[tuple[str, ...], float | None], bool] | None = None,
+    on_feasible: Callable[[tuple[str, ...], float], None] | None = None,
 ) -> Table:
-    """S_i(c) and A_i(c) for every candidate cut and bit width.
+    """S_i(c) and A_i(c) for every candidate cut and width.
+
+    ``bits`` lists the widths (bit widths, and ``qdq.jpeg_width(q)`` for JPEG
+    coding), or gives them per cut when it is a callable.
 
     With ``passes(drop, se)`` (the accuracy bound) the widths of a cut are
     tried narrowest first, and once one passes, a wider width that is no
     smaller on the wire is not run through the cloud half: it could never be
     chosen (same cut, same times, more bytes). Its entry keeps its size and
     has ``drop = None`` and ``dominated_by`` naming the width that beat it.
+
+    ``worth(cut, bytes)`` (``bytes`` None: the cut's smallest frame) says
+    whether sending that many bytes could still be optimal; a cut or width it
+    rejects is not run (entries with ``drop = None`` and ``above_feasible``).
+    ``on_feasible(cut, bytes)`` hears of every width that passes, so that the
+    caller's test can tighten as the feasible options improve.
     """
     reference = [o[meas.first_output] for o in meas.outputs]
     table = Table(metric, key, score(metric, reference, reference, calib.labels))
     table.float_quality = per_sample(metric, reference, reference, calib.labels)
     for done, cut in enumerate(cuts):
-        cloud = split_cloud(cut)
-        session = _session(cloud) if cloud is not None else None
-        sizes = {c: cut_bytes(meas, cut, c, axis, codec_name) for c in bits}
-        best: int | None = None
-        for c in sorted(bits):
-            if best is not None and sizes[c] >= sizes[best]:
-                table.entries[Table.entry_key(cut, c)] = {"bytes": sizes[c], "drop": None, "drop_se": None,
-                                                          "dominated_by": best}
-                continue
-            entry = {"bytes": sizes[c], **_drop(session, meas, calib, cut, c, axis, codec_name, table)}
-            table.entries[Table.entry_key(cut, c)] = entry
-            if passes is not None and passes(entry["drop"], entry["drop_se"]) and (
-                    best is None or sizes[c] < sizes[best]):
-                best = c
+        widths = bits(cut) if callable(bits) else bits
+        if worth is not None and not worth(cut, None):
+            for c in widths:
+                table.entries[Table.entry_key(cut, c)] = {"bytes": None, "drop": None, "drop_se": None,
+                                                          "above_feasible": True}
+        else:
+            _measure_cut(table, split_cloud, meas, calib, cut, widths, axis, codec_name, passes, worth, on_feasible)
         if progress is not None:
             progress(done + 1, len(cuts))
     return table
 
 
-def cut_bytes(meas: Measurement, cut: tuple[str, ...], bits: int, axis: int | None, codec_name: str) -> float:
-    """Mean bytes on the wire for sending ``cut`` at ``bits`` (one frame per tensor)."""
+def _measure_cut(table, split_cloud, meas, calib, cut, widths, axis, codec_name, passes, worth, on_feasible) -> None:
+    cloud = split_cloud(cut)
+    session = _session(cloud) if cloud is not None else None
+    sizes = {c: cut_bytes(meas, cut, c, axis, codec_name) for c in widths}
+    best: int | str | None = None
+    for c in sorted(widths, key=width_order):
+        key = Table.entry_key(cut, c)
+        if best is not None and sizes[c] >= sizes[best]:
+            table.entries[key] = {"bytes": sizes[c], "drop": None, "drop_se": None, "dominated_by": best}
+            continue
+        if worth is not None and not worth(cut, sizes[c]):
+            table.entries[key] = {"bytes": sizes[c], "drop": None, "drop_se": None, "above_feasible": True}
+            continue
+        entry = {"bytes": sizes[c], **_drop(session, meas, calib, cut, c, axis, codec_name, table)}
+        table.entries[key] = entry
+        if passes is not None and passes(entry["drop"], entry["drop_se"]):
+            if on_feasible is not None:
+                on_feasible(cut, sizes[c])
+            if best is None or sizes[c] < sizes[best]:
+                best = c
+
+
+def cut_bytes(meas: Measurement, cut: tuple[str, ...], bits: int | str, axis: int | None, codec_name: str) -> float:
+    """Mean bytes on the wire for sending ``cut`` at width ``bits`` (one frame per tensor)."""
     size = 0.0
     for enc in _encodings(meas, cut, bits, axis, codec_name):
         arrays = [a[enc.tensor] for a in meas.activations]
@@ -291,8 +318,8 @@ def cut_bytes(meas: Measurement, cut: tuple[str, ...], bits: int, axis: int | No
     return size
 
 
-def _encodings(meas: Measurement, cut, bits: int, axis: int | None, codec_name: str) -> list[Encoding]:
-    return [Encoding(t, bits, axis if meas.activations[0][t].ndim > 1 else None, codec_name) for t in cut]
+def _encodings(meas: Measurement, cut, bits: int | str, axis: int | None, codec_name: str) -> list[Encoding]:
+    return [encoding_for(t, bits, axis if meas.activations[0][t].ndim > 1 else None, codec_name) for t in cut]
 
 
 def _drop(session, meas, calib, cut, bits, axis, codec_name, table) -> dict[str, float]:

@@ -11,7 +11,11 @@ measurement. In ``x = 1/bandwidth`` every option's latency is a line
   allowed; a tensor quantized to fewer bits is never larger on the wire).
 
 A cut is dropped when its best-case line lies strictly above the lower
-envelope of the known-feasible lines at every ``x`` of the range. The
+envelope of the known-feasible lines at every ``x`` of the range. During
+calibration the envelope keeps tightening (``FeasibleEnvelope.add``): every
+(cut, width) found within the bound joins it, and a later cut or width whose
+line is above it everywhere is not measured either (for instance, once a
+JPEG-coded input passes, most cuts of a network cannot beat it). The
 difference is convex in ``x`` (a line minus a concave envelope), so checking
 the range's ends and the envelope's breakpoints inside it is exact.
 """
@@ -40,14 +44,40 @@ def raw_bytes(analysis, cut: tuple[str, ...]) -> float:
 def prune(analysis, cuts: list[tuple[str, ...]], bandwidths: tuple[float, float],
           smallest_bytes: Callable[[tuple[str, ...]], float]) -> list[tuple[str, ...]]:
     """The cuts of ``cuts`` (non-empty) that could be optimal somewhere in ``bandwidths`` (bytes/s)."""
-    lo, hi = bandwidths
-    x_range = (1e3 / hi, 1e3 / lo)  # ms per byte
-    base = {cut: times(analysis, cut) for cut in cuts}
-    edge_only = times(analysis, ())
-    upper = [(edge_only[0], 0.0)] + [(a, down + raw_bytes(analysis, cut)) for cut, (a, down) in base.items()]
-    points, envelope = envelope_at(upper, x_range)
-    return [cut for cut in cuts
-            if witness((base[cut][0], base[cut][1] + smallest_bytes(cut)), points, envelope) is not None]
+    known = FeasibleEnvelope(analysis, cuts, bandwidths)
+    return [cut for cut in cuts if known.worth(cut, smallest_bytes(cut))]
+
+
+class FeasibleEnvelope:
+    """The lower envelope of options known to meet the accuracy bound, over a bandwidth range.
+
+    It starts with the options feasible without measurement (edge-only, raw
+    float32 cuts); ``add`` puts in each option that calibration finds within
+    the bound, so that later candidates face the best feasible option so far.
+    """
+
+    def __init__(self, analysis, cuts: list[tuple[str, ...]], bandwidths: tuple[float, float]) -> None:
+        lo, hi = bandwidths
+        self.x_range = (1e3 / hi, 1e3 / lo)  # ms per byte
+        self.base = {cut: times(analysis, cut) for cut in cuts}
+        edge_only = times(analysis, ())
+        self.lines = [(edge_only[0], 0.0)] + [(a, down + raw_bytes(analysis, cut))
+                                              for cut, (a, down) in self.base.items()]
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.points, self.envelope = envelope_at(self.lines, self.x_range)
+
+    def worth(self, cut: tuple[str, ...], sent_bytes: float) -> bool:
+        """False when sending ``cut`` as ``sent_bytes`` is slower than a known-feasible option everywhere."""
+        a, down = self.base[cut]
+        return witness((a, down + sent_bytes), self.points, self.envelope) is not None
+
+    def add(self, cut: tuple[str, ...], sent_bytes: float) -> None:
+        """A (cut, size) found to meet the bound."""
+        a, down = self.base[cut]
+        self.lines.append((a, down + sent_bytes))
+        self._refresh()
 
 
 def witness(line: tuple[float, float], points: list[float], envelope: list[float]) -> float | None:

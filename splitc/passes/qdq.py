@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from splitc.runtime import codec_jpeg
+
 RAW_BITS = (16, 32)
 QUANT_BITS = tuple(range(1, 9))
 _TINY = np.float32(1e-30)
@@ -34,11 +36,14 @@ class Encoding:
     tensor: str
     bits: int = 32
     axis: int | None = None  # per-channel axis; None quantizes per tensor
-    codec: str = "none"  # "huffman" or "none"
+    codec: str = "none"  # "huffman", "none", or "jpeg" (lossy; 8 bits, per tensor, image-shaped)
+    quality: int = 0  # JPEG quality 1..100 (codec "jpeg" only)
 
     def __post_init__(self) -> None:
         if self.bits not in QUANT_BITS + RAW_BITS:
             raise ValueError(f"bits must be 1..8, 16 or 32, not {self.bits}")
+        if self.codec == "jpeg" and (self.bits != 8 or self.axis is not None or not 1 <= self.quality <= 100):
+            raise ValueError("a JPEG-coded tensor needs 8 bits, a per-tensor range and a quality of 1..100")
 
     @property
     def quantized(self) -> bool:
@@ -51,6 +56,25 @@ class Encoding:
         if self.bits == 16:
             return [f"{self.tensor}.f16"]
         return [self.tensor]
+
+
+def jpeg_width(quality: int) -> str:
+    """The calibration width that names JPEG coding at ``quality`` (bit widths are ints)."""
+    return f"jpeg{int(quality)}"
+
+
+def width_order(width: int | str) -> tuple[int, int]:
+    """Sort key of widths: bit widths ascending, then JPEG qualities ascending."""
+    return (1, int(width[4:])) if isinstance(width, str) else (0, int(width))
+
+
+def encoding_for(tensor: str, width: int | str, axis: int | None, codec: str) -> Encoding:
+    """The Encoding of ``tensor`` at a calibration width: an int bit width, or ``jpeg_width(q)``."""
+    if isinstance(width, str):
+        if not width.startswith("jpeg"):
+            raise ValueError(f"unknown width {width!r}")
+        return Encoding(tensor, 8, None, "jpeg", int(width[4:]))
+    return Encoding(tensor, width, axis, codec if width <= 8 else "none")
 
 
 def _reduce_axes(rank: int, axis: int | None) -> list[int] | None:
@@ -209,4 +233,6 @@ def round_trip(x: np.ndarray, enc: Encoding) -> np.ndarray:
     if enc.bits == 16:
         return np.asarray(x, np.float32).astype(np.float16).astype(np.float32)
     q, lo, hi = simulate(x, enc)
+    if enc.codec == "jpeg":
+        q = codec_jpeg.round_trip(q, enc.quality)
     return simulate_dequantize(q, lo, hi, enc.bits)

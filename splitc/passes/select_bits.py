@@ -34,6 +34,12 @@ class Option:
     kind: str = "split"
     drop_se: float = 0.0  # standard error of A_i(c)
     extra: dict = field(default_factory=dict)
+    jpeg_quality: int = 0  # > 0: the 8-bit symbols are JPEG-coded at this quality (lossy)
+
+    @property
+    def width(self) -> int | str:
+        """The calibration width: ``bits``, or ``"jpeg<quality>"``."""
+        return f"jpeg{self.jpeg_quality}" if self.jpeg_quality else self.bits
 
     def transfer_ms(self, bandwidth: float, rtt_ms: float) -> float:
         if not self.cut and not self.returned_bytes:

@@ -40,6 +40,7 @@ import numpy as np
 # MODE_* / FILTER_* constants, CODERS, DTYPES, codec_numba...): some are only re-exported.
 from splitc.runtime import codec_backend as _backend
 from splitc.runtime import codec_huffman as hf
+from splitc.runtime import codec_jpeg
 from splitc.runtime import codec_numpy  # noqa: F401
 from splitc.runtime.codec_backend import _buffer, _emit, _token_counts, codec_numba, set_backend  # noqa: F401
 from splitc.runtime.codec_codebook import Codebook
@@ -64,6 +65,7 @@ from splitc.runtime.codec_format import (  # noqa: F401
     MAX_NDIM,
     MODE_CONSTANT,
     MODE_EMBEDDED,
+    MODE_JPEG,
     MODE_NAMES,
     MODE_PACKED,
     MODE_RAW,
@@ -140,6 +142,7 @@ def encode(
     per_channel_axis: int | None = None,
     chunk_log2: int = DEFAULT_CHUNK_LOG2,
     coder: str = "huffman",
+    quality: int = 90,
 ) -> bytes:
     """Encode one tensor into a frame (see docs/wire-format.md).
 
@@ -155,7 +158,9 @@ def encode(
     its id, unless a per-message code is smaller, which is then embedded.
     ``chunk_log2`` (8..15) sets the chunk size, 2**chunk_log2 symbols.
     ``coder="none"`` skips entropy coding: the symbols are bit-packed, ``bits``
-    bits each (packed mode).
+    bits each (packed mode). ``coder="jpeg"`` (bits 8, a per-tensor range, an
+    image-shaped tensor: see ``codec_jpeg``) codes the symbols as one JPEG
+    picture at ``quality``: lossy, the decoder gets symbols close to ``q``.
     """
     if coder not in CODERS:
         raise ValueError(f"coder must be one of {CODERS}, got {coder!r}")
@@ -175,6 +180,10 @@ def encode(
         return _frame(head, MODE_CONSTANT, 0, 0, FILTER_NONE, b"", b"", b"")
     if coder == "none":
         return _frame(head, MODE_PACKED, 0, 0, FILTER_NONE, b"", b"", _pack_bits(flat, bits))
+    if coder == "jpeg":
+        if bits != 8 or axis != PER_TENSOR:
+            raise ValueError("JPEG coding needs bits 8 and a per-tensor range")
+        return _frame(head, MODE_JPEG, 0, 0, FILTER_NONE, b"", b"", codec_jpeg.encode(flat.reshape(shape), quality))
     return _encode_huffman(flat, head, codebook, chunk_log2)
 
 

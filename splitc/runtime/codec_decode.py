@@ -8,6 +8,7 @@ import numpy as np
 
 from splitc.runtime import codec_backend as _backend
 from splitc.runtime import codec_huffman as hf
+from splitc.runtime import codec_jpeg
 from splitc.runtime.codec_backend import _buffer
 from splitc.runtime.codec_codebook import Codebook
 from splitc.runtime.codec_format import (
@@ -20,6 +21,7 @@ from splitc.runtime.codec_format import (
     MAX_ELEMENTS,
     MODE_CONSTANT,
     MODE_EMBEDDED,
+    MODE_JPEG,
     MODE_NAMES,
     MODE_PACKED,
     MODE_RAW,
@@ -125,6 +127,11 @@ def decode(data, codebook=None, max_elements: int = DEFAULT_MAX_ELEMENTS):
         return np.full(shape, dominant, np.uint8), meta
     if mode == MODE_PACKED:
         return _unpack_bits(payload, n, bits).reshape(shape), meta
+    if mode == MODE_JPEG:
+        try:
+            return codec_jpeg.decode(payload, tuple(shape)), meta
+        except ValueError as exc:
+            raise CorruptPayload(f"jpeg mode: {exc}") from exc
     q = _decode_chunks(payload, chunk_sizes, n, chunk_log2, bits, dominant, len_a, len_b)
     if filt == FILTER_DELTA:
         _backend.kernels.undelta(q, (1 << bits) - 1)

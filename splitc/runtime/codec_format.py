@@ -27,10 +27,10 @@ DEFAULT_CHUNK_LOG2 = 13  # 8192 symbols per chunk
 # lookup tables (2 x 2**12 entries) in the L1 cache, for < 1% larger payloads.
 ENCODE_MAX_CODE_LEN = 12
 
-MODE_RAW, MODE_CONSTANT, MODE_EMBEDDED, MODE_STATIC, MODE_PACKED = 0, 1, 2, 3, 4
+MODE_RAW, MODE_CONSTANT, MODE_EMBEDDED, MODE_STATIC, MODE_PACKED, MODE_JPEG = 0, 1, 2, 3, 4, 5
 MODE_NAMES = {MODE_RAW: "raw", MODE_CONSTANT: "constant", MODE_EMBEDDED: "embedded", MODE_STATIC: "static",
-              MODE_PACKED: "packed"}
-CODERS = ("huffman", "none")
+              MODE_PACKED: "packed", MODE_JPEG: "jpeg"}
+CODERS = ("huffman", "none", "jpeg")
 PER_TENSOR = 0xFF
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 QUANT_BITS = tuple(range(1, 9))
@@ -247,10 +247,12 @@ def _check_fixed(mode, bits, dtype_code, ndim, axis, dominant, chunk_log2, filt,
     if mode in (MODE_EMBEDDED, MODE_STATIC):
         if not hf.MIN_CHUNK_LOG2 <= chunk_log2 <= hf.MAX_CHUNK_LOG2:
             raise BadHeader(f"chunk_log2 {chunk_log2} is outside {hf.MIN_CHUNK_LOG2}..{hf.MAX_CHUNK_LOG2}")
-    elif mode in (MODE_CONSTANT, MODE_PACKED) and chunk_log2:
+    elif mode in (MODE_CONSTANT, MODE_PACKED, MODE_JPEG) and chunk_log2:
         raise BadHeader(f"{MODE_NAMES[mode]} mode needs chunk_log2 0")
-    if mode == MODE_PACKED and dominant:
-        raise BadHeader("packed mode needs dominant 0")
+    if mode in (MODE_PACKED, MODE_JPEG) and dominant:
+        raise BadHeader(f"{MODE_NAMES[mode]} mode needs dominant 0")
+    if mode == MODE_JPEG and (bits != 8 or axis != PER_TENSOR):
+        raise BadHeader(f"jpeg mode needs bits 8 and a per-tensor range (bits {bits})")
     if ndim > MAX_NDIM:
         raise ShapeOverflow(f"{ndim} dimensions, at most {MAX_NDIM}")
     if axis != PER_TENSOR and axis >= ndim:

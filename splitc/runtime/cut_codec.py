@@ -40,9 +40,10 @@ class CutCodec:
         if bits == 16:
             return codec.encode(at_edge[wire[0]], 16, dtype="float32")
         q, lo, hi = (at_edge[name] for name in wire)
-        coder = "huffman" if (entry.get("codec") or {}).get("name") == "huffman" else "none"
+        spec = entry.get("codec") or {}
+        coder = spec.get("name") if spec.get("name") in ("huffman", "jpeg") else "none"
         return codec.encode(q, bits, _ranges(lo), _ranges(hi), codebook=self.books.get(entry["tensor"]),
-                            per_channel_axis=entry.get("axis"), coder=coder)
+                            per_channel_axis=entry.get("axis"), coder=coder, quality=int(spec.get("quality", 90)))
 
     def decode(self, frames: list[bytes]) -> dict[str, np.ndarray]:
         """The cloud half's inputs from the frames (checked against the plan)."""
