@@ -92,7 +92,7 @@ def configs(args, work: Path) -> list[BenchConfig]:
         np.savez(work / f"{name}-test.npz", input=test, labels=test_labels)
         out.append(BenchConfig(model, args.target, args.cloud, bandwidths, args.rtt, work / f"{name}-calib.npz",
                                work / f"{name}-test.npz", 0.01, args.requests, work / name, name=name,
-                               bits=bits, test_limit=args.test))
+                               bits=bits, test_limit=args.test, edge_precision=args.edge_precision))
     return out
 
 
@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=144, help="held-out crops for every method's accuracy")
     parser.add_argument("--bits", default="auto", help="bits of the ResNet-50 plans (auto: chosen jointly)")
     parser.add_argument("--vgg-bits", default="auto", help="bits of the VGG-16 plans")
+    parser.add_argument("--edge-precision", default="fp16",
+                        help="precision of splitc's edge halves for the ImageNet-shaped models on the TX2 (fp32, fp16)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/splitc-e2e"))
     parser.add_argument("--quick", action="store_true", help="digits only, 5 requests")
     parser.add_argument("--render", action="store_true", help="rewrite e2e.md and e2e.png from e2e.json only")

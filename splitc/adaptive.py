@@ -174,14 +174,14 @@ def compile_range(model, bandwidth: str | tuple[float, float], target: str = "je
                   rtt: str | float = "20ms", input_shapes=None, progress=None, bits: str | int = "auto",
                   codec: str = "huffman", calib=None, max_drop: float = 0.01, metric: str = "auto",
                   per_channel: bool = False, cache_dir=None, preprocess=None, emit_fallback: bool = False,
-                  jpeg: bool = True) -> AdaptiveSplit:
+                  jpeg: bool = True, edge_precision: str = "fp32") -> AdaptiveSplit:
     """Compile the plans optimal somewhere in a bandwidth range (``"300KBps..50Mbps"``).
 
     The other arguments are those of ``splitc.compile``.
     """
     lo, hi = parse_range(bandwidth) if isinstance(bandwidth, str) else map(float, bandwidth)
     step = progress or (lambda _stage: None)
-    base = analyse(model, target, cloud, hi, rtt, input_shapes, progress)
+    base = analyse(model, target, cloud, hi, rtt, input_shapes, progress, edge_precision)
     rtt_ms = base.problem.rtt_ms
     analyses = [base, *(at_link(base, bw, rtt_ms) for bw in (math.sqrt(lo * hi), lo))]
     options = joint.EncodingOptions(bits, codec, max_drop, calib, metric, per_channel,

@@ -19,11 +19,11 @@ from splitc.passes.base import PassManager
 from splitc.passes.cost import CostModel, annotate_costs, cost_model_for
 from splitc.passes.dce import DeadCodeElimination
 from splitc.passes.partition import Partition, PartitionResult, forced_partition, partition
-from splitc.passes import qdq
+from splitc.passes import precision, qdq
 from splitc.passes.problem import problem_from_graph
 from splitc.profiling.costmodel import attach_measured
 from splitc.joint import Choice, EncodingOptions, choose
-from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE
+from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE, get_target
 from splitc.units import parse_bandwidth, parse_time_ms
 
 Progress = Callable[[str], None]
@@ -109,10 +109,11 @@ def analyse(
     rtt: str | float = "20ms",
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     progress: Progress | None = None,
+    edge_precision: str = "fp32",
 ) -> Analysis:
     """Load, cost and partition ``model``; see ``compile`` for the arguments."""
     step = progress or (lambda _stage: None)
-    models = (cost_model_for(target), cost_model_for(cloud))
+    models = (_edge_model(target, edge_precision), cost_model_for(cloud))
     bandwidth_bps, rtt_ms = _rate(bandwidth), _time(rtt)
     step("loading and shape-inferring the model")
     graph = PassManager([DeadCodeElimination()])(import_model(model, input_shapes)).graph
@@ -122,6 +123,16 @@ def analyse(
     problem = attach_measured(problem, *models)  # measured prefix/suffix times of a profile
     step("partitioning")
     return Analysis(graph, costs, problem, partition(problem), models)
+
+
+def _edge_model(target: str | CostModel, edge_precision: str) -> CostModel:
+    if precision.check(edge_precision) == "fp32":
+        return cost_model_for(target)
+    if not isinstance(target, str) or target.endswith(".json"):
+        raise SplitcError("--edge-precision fp16 needs a built-in --target (a measured profile is for one precision)")
+    from splitc.profiling.roofline import roofline_for
+
+    return roofline_for(get_target(target).in_fp16())
 
 
 def compile(
@@ -143,6 +154,7 @@ def compile(
     cache_dir: str | Path | None = None,
     preprocess: str | None = None,
     jpeg: bool = True,
+    edge_precision: str = "fp32",
 ) -> CompiledSplit:
     """Split ``model`` between an edge device and a cloud server.
 
@@ -163,8 +175,10 @@ def compile(
     ``jpeg`` also tries JPEG coding (lossy; qualities in
     ``splitc.joint.JPEG_QUALITIES``) for cut tensors shaped like images: in
     practice the model input, which then competes with sending a JPEG photo.
+    ``edge_precision="fp16"`` emits the edge half in float16 (targets with an
+    FP16 rate: ``splitc targets``); its accuracy cost is measured with ``calib``.
     """
-    analysis = analyse(model, target, cloud, bandwidth, rtt, input_shapes, progress)
+    analysis = analyse(model, target, cloud, bandwidth, rtt, input_shapes, progress, edge_precision)
     step = progress or (lambda _stage: None)
     options = EncodingOptions(bits, codec, max_drop, calib, metric, per_channel,
                               Path(cache_dir) if cache_dir else None, preprocess, jpeg)
@@ -179,6 +193,8 @@ def _assemble(graph, part, result, costs, models, link, alternatives, forced, ch
     edge_model, cloud_model = models
     edge_spec = emit.edge_spec(graph, part.edge_nodes, part.cut_values)
     edge_half = emit.emit_half(graph, edge_spec, f"{graph.name}_edge")
+    if precision.edge_precision(models) == "fp16" and part.edge_nodes:
+        edge_half = precision.to_fp16(edge_half)
     cloud_spec = cloud_half = None
     if part.cloud_nodes:
         cloud_spec = emit.cloud_spec(part.cloud_nodes, part.cut_values, part.returned_values)
@@ -207,6 +223,7 @@ def _assemble(graph, part, result, costs, models, link, alternatives, forced, ch
         cloud_target=cloud_model.name,
         choice=choice,
     )
+    plan["edge"]["precision"] = precision.edge_precision(models)
     return CompiledSplit(graph, part, result, plan, edge_half, cloud_half, _files(choice))
 
 

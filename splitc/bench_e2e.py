@@ -67,6 +67,7 @@ class BenchConfig:
     test_limit: int = 64
     host_profile: Path | None = None  # a ``splitc profile`` of the model on this machine (made when None)
     profile_runs: int = 5
+    edge_precision: str = "fp32"  # of splitc's plans; the edge-only baseline stays float32
 
 
 @dataclass
@@ -116,7 +117,7 @@ class Emulation:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.host = splitc.analyse(model, target=str(profile), cloud=str(profile))
-            self.device = splitc.analyse(model, target=target, cloud=cloud)
+            self.device = splitc.analyse(model, target=target, cloud=cloud)  # float32: the whole-model baselines
         self.inputs = [v.name for v in self.host.graph.inputs if v.consumers]
 
     def _times(self, analysis, cut: list[str]) -> tuple[float, float]:
@@ -226,10 +227,12 @@ class Bench:
             warnings.simplefilter("ignore")
             if lo == hi:
                 splitc.compile(self.model, cfg.target, cfg.cloud, bandwidth=lo, rtt=cfg.rtt_ms, bits=cfg.bits,
-                               calib=cfg.calib, max_drop=cfg.max_drop, metric=cfg.metric).save(out / "plans")
+                               calib=cfg.calib, max_drop=cfg.max_drop, metric=cfg.metric,
+                               edge_precision=cfg.edge_precision).save(out / "plans")
             else:
                 compile_range(self.model, (lo, hi * (1 + 1e-9)), cfg.target, cfg.cloud, cfg.rtt_ms, bits=cfg.bits,
-                              calib=cfg.calib, max_drop=cfg.max_drop, metric=cfg.metric).save(out / "plans")
+                              calib=cfg.calib, max_drop=cfg.max_drop, metric=cfg.metric,
+                              edge_precision=cfg.edge_precision).save(out / "plans")
         plans = PlanSet(out / "plans")
         return origin, [plans.for_bandwidth(bandwidth).dir for bandwidth in cfg.bandwidths]
 
@@ -321,6 +324,7 @@ def run_model_bench(config: BenchConfig, progress=print) -> dict:
             progress(f"{bench.name}: {config.requests} requests per method at {format_bandwidth(bandwidth)}")
             rows.append(_measure_bandwidth(bench, bandwidth, origin_server, directory))
     return {"model": bench.name, "target": config.target, "cloud": config.cloud, "rtt_ms": config.rtt_ms,
+            "edge_precision": config.edge_precision,
             "max_drop": config.max_drop, "requests": config.requests, "test_inputs": len(bench.images),
             "whole_model_ratios": bench.whole_ratios, "accuracy": accuracy, "rows": rows}
 
@@ -340,8 +344,10 @@ def _measure_bandwidth(bench: Bench, bandwidth: float, origin_server: ServerThre
 
 def markdown(result: dict) -> str:
     """One model's results as markdown: a table per bandwidth, speed-ups of splitc as ratios."""
-    lines = [f"### {result['model']} (edge {result['target']}, cloud {result['cloud']}, RTT {result['rtt_ms']:g} ms, "
-             f"{result['requests']} requests per cell, accuracy bound {result['max_drop']:.0%})", ""]
+    precision = " in fp16" if result.get("edge_precision") == "fp16" else ""
+    lines = [f"### {result['model']} (edge {result['target']}{precision}, cloud {result['cloud']}, "
+             f"RTT {result['rtt_ms']:g} ms, {result['requests']} requests per cell, "
+             f"accuracy bound {result['max_drop']:.0%})", ""]
     acc = result["accuracy"]
     for index, row in enumerate(result["rows"]):
         lines += [f"**{format_bandwidth(row['bandwidth_Bps'])}** ({row['bandwidth_Bps'] / 1e3:g} KB/s) — splitc plan: "

@@ -72,6 +72,9 @@ def compile_command(
     max_drop: str = typer.Option("1%", "--max-drop", help="Largest accepted accuracy drop: 1% or 0.01."),
     metric: str = typer.Option("auto", "--metric", help="Accuracy metric: auto, top1 (classifiers) or rel-l2."),
     per_channel: bool = typer.Option(False, "--per-channel", help="Quantize with a min/max per channel."),
+    edge_precision: str = typer.Option(
+        "fp32", "--edge-precision", help="fp32, or fp16: the edge half in float16 (targets with an FP16 rate)."
+    ),
     jpeg: bool = typer.Option(
         True, "--jpeg/--no-jpeg",
         help="With --bits auto and --calib: also try JPEG (quality 50/75/85/90/95) on image-shaped cut tensors.",
@@ -101,6 +104,8 @@ def compile_command(
         require_tvm()
         if ".." in bw:
             raise SplitcError("--backend tvm takes a single --bw rate, not a range")
+        if edge_precision != "fp32":
+            raise SplitcError("--backend tvm builds float32 halves; use --edge-precision fp32 (or --backend onnx)")
     if ".." in bw:
         from splitc.adaptive import compile_range
         from splitc.stitch_report import print_range_report, range_summary
@@ -110,7 +115,7 @@ def compile_command(
                 model, bw, target=target, cloud=cloud, rtt=rtt, input_shapes=_shapes(input_shape), progress=step,
                 bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop), metric=metric,
                 per_channel=per_channel, cache_dir=out if out.is_dir() else None, preprocess=preprocess,
-                emit_fallback=emit_fallback, jpeg=jpeg,
+                emit_fallback=emit_fallback, jpeg=jpeg, edge_precision=edge_precision,
             )
             result.save(out)
         if as_json:
@@ -125,6 +130,7 @@ def compile_command(
             input_shapes=_shapes(input_shape), cut=_cut(cut), progress=step,
             bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop), metric=metric,
             per_channel=per_channel, cache_dir=out if out.is_dir() else None, preprocess=preprocess, jpeg=jpeg,
+            edge_precision=edge_precision,
         )
         step("writing the output directory")
         if emit_fallback:
@@ -274,6 +280,7 @@ def bench_command(
     host_profile: Optional[Path] = typer.Option(
         None, "--host-profile", help="`splitc profile` of MODEL on this machine, for the device emulation "
         "(default: measured now and kept in the output folder)."),
+    edge_precision: str = typer.Option("fp32", "--edge-precision", help="fp32 or fp16: splitc's edge halves."),
 ) -> None:
     """Measure splitc's plan against Origin2Cloud, PNG2Cloud, JPEG2Cloud and edge-only through netem."""
     from splitc.bench_e2e import BenchConfig, run_bench
@@ -281,7 +288,7 @@ def bench_command(
 
     config = BenchConfig(model, target, cloud, [parse_bandwidth(b) for b in bw.split(",") if b.strip()],
                          parse_time_ms(rtt), calib, test or calib, parse_fraction(max_drop), requests, out,
-                         host_profile=host_profile)
+                         host_profile=host_profile, edge_precision=edge_precision)
     report = run_bench(config, progress=lambda line: errors.print(line, highlight=False))
     print(report)
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 
 from splitc.errors import SplitcError
-from splitc.passes import calibrate, prune_cuts
+from splitc.passes import calibrate, precision, prune_cuts
 from splitc.passes.partition import forced_partition
 from splitc.passes.qdq import QUANT_BITS, Encoding, jpeg_width
 from splitc.passes.select_bits import Option, rank, within_bound
@@ -149,7 +149,8 @@ def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, .
 
     def sizes(cut, c):
         if not cut:
-            return 0.0, 0.0, 0.0
+            entry = table.entries.get(calibrate.Table.entry_key((), 32), {"drop": 0.0, "drop_se": 0.0})
+            return 0.0, entry["drop"], entry["drop_se"]
         entry = table.get(cut, c)
         return entry["bytes"], entry["drop"], entry.get("drop_se")
 
@@ -181,7 +182,7 @@ def make_choice(analysis, options: EncodingOptions, option: Option, ranked: list
                   max_drop=options.max_drop)
 
 
-def _still_pruned(analysis, table, cuts, bits, link, prune: bool) -> bool:
+def _still_pruned(analysis, table, cuts, bits, link, prune: bool, fp16: bool = False) -> bool:
     """True when every cut the cached ``table`` did not measure would be skipped for this link too."""
     skipped = [c for c in cuts if table.get(c, min(bits)).get("pruned")]
     dynamic = any(e.get("above_feasible") for e in table.entries.values())
@@ -191,7 +192,7 @@ def _still_pruned(analysis, table, cuts, bits, link, prune: bool) -> bool:
         return False
     if table.link == list(link):
         return True  # the same range: the same cuts and widths would be skipped
-    if dynamic:
+    if dynamic or fp16:
         return False  # skipped against options found feasible for the cached range only
     return not prune_cuts.prune(analysis, skipped, link, lambda c: table.get(c, min(bits))["smallest_bytes"])
 
@@ -204,18 +205,21 @@ def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: 
     metric = calibrate.choose_metric(options.metric, outputs, calib.labels is not None)
     measured_cuts = [c for c in cuts if c]
     tensors = sorted({t for c in measured_cuts for t in c})
+
     def widths(cut):
         return options.widths(graph, cut, bits)
 
     every_width = sorted({w for c in measured_cuts for w in widths(c)}, key=str)
+    half = precision.edge_precision(analysis.models)
     key = calibrate.cache_key(graph.sha256, calib, measured_cuts, every_width, metric, options.per_channel,
-                              options.codec, options.max_drop)
+                              options.codec, options.max_drop, half)
     cached = _read_cache(options.cache_dir, key)
-    if cached is not None and _still_pruned(analysis, cached, measured_cuts, bits, link, prune):
+    if cached is not None and _still_pruned(analysis, cached, measured_cuts, bits, link, prune, half == "fp16"):
         return cached, None, calib
     types = {t: (graph.values[t].shape, graph.values[t].dtype) for t in tensors}
-    meas = calibrate.run_probe(graph.model, tensors, types, calib)
+    meas = calibrate.run_probe(graph.model, tensors, types, calib, _rewrite(analysis))
     axis = 1 if options.per_channel else None
+    edge_only = calibrate.edge_only_drop(meas, calib, metric)  # 0 unless the edge half is float16
 
     def cloud_half(cut):
         return analysis.split(list(cut)).cloud_model
@@ -231,8 +235,9 @@ def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: 
             sizes[cut] = min(calibrate.cut_bytes(meas, cut, w, axis, options.codec) for w in narrowest)
         return sizes[cut]
 
-    kept = prune_cuts.prune(analysis, measured_cuts, link, smallest) if prune else measured_cuts
-    known = prune_cuts.FeasibleEnvelope(analysis, measured_cuts, link) if prune else None
+    known_ok = {"edge_only": passes(edge_only["drop"], edge_only["drop_se"]), "raw": half == "fp32"}
+    kept = prune_cuts.prune(analysis, measured_cuts, link, smallest, **known_ok) if prune else measured_cuts
+    known = prune_cuts.FeasibleEnvelope(analysis, measured_cuts, link, **known_ok) if prune else None
 
     def worth(cut, sent_bytes):
         return known.worth(cut, smallest(cut) if sent_bytes is None else sent_bytes)
@@ -241,12 +246,18 @@ def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: 
                               passes=passes, worth=worth if prune else None,
                               on_feasible=known.add if prune else None)
     table.link = list(link)
+    table.entries[calibrate.Table.entry_key((), 32)] = edge_only
     for cut in measured_cuts:
         if cut not in kept:
             for c in widths(cut):
                 table.entries[calibrate.Table.entry_key(cut, c)] = {"bytes": None, "drop": None, "drop_se": None,
                                                                     "pruned": True, "smallest_bytes": smallest(cut)}
     return table, meas, calib
+
+
+def _rewrite(analysis):
+    """The rewrite the edge half gets (float16), which calibration applies to the probed model too."""
+    return precision.to_fp16 if precision.edge_precision(analysis.models) == "fp16" else None
 
 
 def _read_cache(cache_dir: Path | None, key: str) -> calibrate.Table | None:
@@ -271,7 +282,7 @@ def _codebooks(analysis, options: EncodingOptions, encodings: list[Encoding]) ->
     inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
     calib = calibrate.load(options.calib, inputs, options.preprocess)
     types = {e.tensor: (graph.values[e.tensor].shape, graph.values[e.tensor].dtype) for e in chosen}
-    meas = calibrate.run_probe(graph.model, list(types), types, calib)
+    meas = calibrate.run_probe(graph.model, list(types), types, calib, _rewrite(analysis))
     return {e.tensor: calibrate.train_codebook([a[e.tensor] for a in meas.activations], e) for e in chosen}
 
 

@@ -10,7 +10,7 @@ instead and keep JALAD's TK1 number, which matches NVIDIA's at its clock.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from splitc.errors import TargetError
 
@@ -25,6 +25,21 @@ class Target:
     efficiency: float  # sustained fraction of the roofline
     overhead_us: float  # per-operator launch overhead
     source: str
+    fp16_flops: float | None = None  # FLOP/s in FP16 where the hardware runs it faster than FP32
+    precision: str = "fp32"  # the arithmetic the figures above are for
+
+    def in_fp16(self) -> "Target":
+        """This device running FP16 (``--edge-precision fp16``): the FP16 peak, and half the bytes per value.
+
+        Half the bytes is modelled as twice the memory bandwidth; efficiency and
+        launch overhead are kept.
+        """
+        if self.precision == "fp16":
+            return self
+        if not self.fp16_flops:
+            raise TargetError(f"target {self.name!r} has no FP16 rate above its FP32 one; use --edge-precision fp32")
+        return replace(self, name=f"{self.name}-fp16", description=f"{self.description}, FP16",
+                       peak_flops=self.fp16_flops, mem_bw=2 * self.mem_bw, precision="fp16")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,10 +52,10 @@ TARGETS: dict[str, Target] = {
     for t in [
         # NVIDIA Jetson TX2 datasheet: 256-core Pascal @ 1.3 GHz = 665.6 GFLOP/s FP32; 128-bit LPDDR4 59.7 GB/s.
         Target("jetson-tx2", "edge", "NVIDIA Jetson TX2 (Pascal GPU)", 665.6 * _G, 59.7 * _G, 0.35, 15.0,
-               "NVIDIA Jetson TX2 module datasheet"),
+               "NVIDIA Jetson TX2 module datasheet", fp16_flops=1331.2 * _G),  # GP10B: FP16 at twice FP32
         # NVIDIA Jetson Nano datasheet: 128-core Maxwell @ 921.6 MHz = 235.9 GFLOP/s FP32 (472 FP16); LPDDR4 25.6 GB/s.
         Target("jetson-nano", "edge", "NVIDIA Jetson Nano (Maxwell GPU)", 235.9 * _G, 25.6 * _G, 0.35, 20.0,
-               "NVIDIA Jetson Nano module datasheet"),
+               "NVIDIA Jetson Nano module datasheet", fp16_flops=471.6 * _G),
         # NVIDIA Jetson Orin Nano 8GB datasheet: 1024-core Ampere @ 625 MHz = 1.28 TFLOP/s FP32; LPDDR5 68 GB/s.
         Target("jetson-orin-nano", "edge", "NVIDIA Jetson Orin Nano 8GB (Ampere GPU)", 1.28 * _T, 68.0 * _G, 0.4, 10.0,
                "NVIDIA Jetson Orin Nano series datasheet"),
@@ -54,7 +69,7 @@ TARGETS: dict[str, Target] = {
                "NVIDIA Tegra K1 whitepaper; JALAD section V"),
         # Qualcomm Snapdragon 835: Adreno 540 @ 710 MHz = 567 GFLOP/s FP32; dual-channel LPDDR4x-1866 29.8 GB/s.
         Target("snapdragon-835", "edge", "Qualcomm Snapdragon 835 (Adreno 540 GPU)", 567.0 * _G, 29.8 * _G, 0.25, 30.0,
-               "Qualcomm Snapdragon 835 product brief"),
+               "Qualcomm Snapdragon 835 product brief", fp16_flops=1134.0 * _G),  # Adreno 5xx: FP16 at twice FP32
         # NVIDIA GeForce GTX 1080 Ti: 11.34 TFLOP/s FP32, 484 GB/s GDDR5X.
         Target("gtx-1080ti", "cloud", "NVIDIA GeForce GTX 1080 Ti", 11.34 * _T, 484.0 * _G, 0.5, 8.0,
                "NVIDIA GeForce GTX 1080 Ti specifications"),

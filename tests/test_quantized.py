@@ -298,7 +298,7 @@ def test_pruned_calibration_picks_what_full_calibration_picks() -> None:
         return real_measure(*args, **kwargs)
 
     real_prune = prune_cuts.prune
-    calibrate.measure, prune_cuts.prune = measure_everything, lambda _a, cuts, *_r: cuts
+    calibrate.measure, prune_cuts.prune = measure_everything, lambda _a, cuts, *_r, **_k: cuts
     try:
         full, full_table = joint.measured_options(analysis, options, cuts, bandwidths=link)
     finally:

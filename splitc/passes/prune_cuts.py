@@ -42,9 +42,15 @@ def raw_bytes(analysis, cut: tuple[str, ...]) -> float:
 
 
 def prune(analysis, cuts: list[tuple[str, ...]], bandwidths: tuple[float, float],
-          smallest_bytes: Callable[[tuple[str, ...]], float]) -> list[tuple[str, ...]]:
-    """The cuts of ``cuts`` (non-empty) that could be optimal somewhere in ``bandwidths`` (bytes/s)."""
-    known = FeasibleEnvelope(analysis, cuts, bandwidths)
+          smallest_bytes: Callable[[tuple[str, ...]], float], edge_only: bool = True,
+          raw: bool = True) -> list[tuple[str, ...]]:
+    """The cuts of ``cuts`` (non-empty) that could be optimal somewhere in ``bandwidths`` (bytes/s).
+
+    ``edge_only`` and ``raw`` say whether edge-only and the raw float32 cuts
+    are known to meet the bound (not with a float16 edge half, whose drop is
+    measured).
+    """
+    known = FeasibleEnvelope(analysis, cuts, bandwidths, edge_only, raw)
     return [cut for cut in cuts if known.worth(cut, smallest_bytes(cut))]
 
 
@@ -56,20 +62,23 @@ class FeasibleEnvelope:
     the bound, so that later candidates face the best feasible option so far.
     """
 
-    def __init__(self, analysis, cuts: list[tuple[str, ...]], bandwidths: tuple[float, float]) -> None:
+    def __init__(self, analysis, cuts: list[tuple[str, ...]], bandwidths: tuple[float, float],
+                 edge_only: bool = True, raw: bool = True) -> None:
         lo, hi = bandwidths
         self.x_range = (1e3 / hi, 1e3 / lo)  # ms per byte
         self.base = {cut: times(analysis, cut) for cut in cuts}
-        edge_only = times(analysis, ())
-        self.lines = [(edge_only[0], 0.0)] + [(a, down + raw_bytes(analysis, cut))
-                                              for cut, (a, down) in self.base.items()]
+        self.lines = [(times(analysis, ())[0], 0.0)] if edge_only else []
+        if raw:
+            self.lines += [(a, down + raw_bytes(analysis, cut)) for cut, (a, down) in self.base.items()]
         self._refresh()
 
     def _refresh(self) -> None:
-        self.points, self.envelope = envelope_at(self.lines, self.x_range)
+        self.points, self.envelope = envelope_at(self.lines, self.x_range) if self.lines else ([], [])
 
     def worth(self, cut: tuple[str, ...], sent_bytes: float) -> bool:
         """False when sending ``cut`` as ``sent_bytes`` is slower than a known-feasible option everywhere."""
+        if not self.lines:
+            return True
         a, down = self.base[cut]
         return witness((a, down + sent_bytes), self.points, self.envelope) is not None
 
