@@ -163,10 +163,12 @@ def print_targets(console: Console) -> None:
     from splitc.targets import TARGETS
 
     table = Table(title="Built-in targets (roofline cost model)")
-    for column in ("name", "role", "device", "peak GFLOP/s", "mem GB/s", "efficiency", "overhead µs", "source"):
+    for column in ("name", "role", "device", "peak GFLOP/s", "FP16 GFLOP/s", "mem GB/s", "efficiency", "overhead µs",
+                   "source"):
         table.add_column(column)
     for t in TARGETS.values():
-        table.add_row(t.name, t.role, t.description, f"{t.peak_flops / 1e9:g}", f"{t.mem_bw / 1e9:g}",
+        fp16 = f"{t.fp16_flops / 1e9:g}" if t.fp16_flops else "—"
+        table.add_row(t.name, t.role, t.description, f"{t.peak_flops / 1e9:g}", fp16, f"{t.mem_bw / 1e9:g}",
                       f"{t.efficiency:g}", f"{t.overhead_us:g}", t.source)
     console.print(table)
 
