@@ -338,3 +338,31 @@ def test_cut_pruning_is_exact_against_a_dense_scan(upper, line, x_lo, width) -> 
     else:
         assert x_range[0] <= found <= x_range[1]
         assert a + b * found <= min(p + q * found for p, q in upper) * (1 + 1e-9) + 1e-12
+
+
+def test_the_feasible_envelope_tightens_as_options_pass() -> None:
+    """After ``add``, a (cut, bytes) is rejected exactly when it is slower than every known option everywhere."""
+    from splitc import joint
+    from splitc.passes.prune_cuts import FeasibleEnvelope, times
+
+    analysis = splitc.analyse(DIGITS, target=MCU, cloud="t4", bandwidth="1MBps", rtt="1ms")
+    cuts = [c for c in joint.candidate_cuts(analysis) if c]
+    link = (3e3, 3e7)
+    known = FeasibleEnvelope(analysis, cuts, link)
+    xs = np.linspace(1e3 / link[1], 1e3 / link[0], 4001)
+
+    def envelope(lines):
+        return np.min([a + b * xs for a, b in lines], axis=0)
+
+    before = envelope(known.lines)
+    known.add(cuts[0], 10.0)  # a tiny frame for the input: much better than everything known
+    after = envelope(known.lines)
+    assert np.all(after <= before) and np.any(after < before)
+    flipped = 0
+    for cut in cuts:
+        a, down = times(analysis, cut)
+        for size in (0.0, 10.0, 100.0, 1e3, 1e4):
+            line = a + (down + size) * xs
+            assert known.worth(cut, size) == bool(np.any(line <= after * (1 + 1e-9))), (cut, size)
+            flipped += np.any(line <= before * (1 + 1e-9)) and not known.worth(cut, size)
+    assert flipped, "some option worth measuring before the add is not after it"
