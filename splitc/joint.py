@@ -235,7 +235,9 @@ def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: 
             sizes[cut] = min(calibrate.cut_bytes(meas, cut, w, axis, options.codec) for w in narrowest)
         return sizes[cut]
 
-    known_ok = {"edge_only": passes(edge_only["drop"], edge_only["drop_se"]), "raw": half == "fp32"}
+    model_inputs = {v.name for v in graph.inputs}
+    known_ok = {"edge_only": passes(edge_only["drop"], edge_only["drop_se"]),
+                "raw": True if half == "fp32" else (lambda cut: set(cut) <= model_inputs)}
     kept = prune_cuts.prune(analysis, measured_cuts, link, smallest, **known_ok) if prune else measured_cuts
     known = prune_cuts.FeasibleEnvelope(analysis, measured_cuts, link, **known_ok) if prune else None
 

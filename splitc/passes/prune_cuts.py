@@ -43,12 +43,12 @@ def raw_bytes(analysis, cut: tuple[str, ...]) -> float:
 
 def prune(analysis, cuts: list[tuple[str, ...]], bandwidths: tuple[float, float],
           smallest_bytes: Callable[[tuple[str, ...]], float], edge_only: bool = True,
-          raw: bool = True) -> list[tuple[str, ...]]:
+          raw: bool | Callable[[tuple[str, ...]], bool] = True) -> list[tuple[str, ...]]:
     """The cuts of ``cuts`` (non-empty) that could be optimal somewhere in ``bandwidths`` (bytes/s).
 
-    ``edge_only`` and ``raw`` say whether edge-only and the raw float32 cuts
-    are known to meet the bound (not with a float16 edge half, whose drop is
-    measured).
+    ``edge_only`` and ``raw`` (for all cuts, or per cut) say whether edge-only
+    and the raw float32 cuts are known to meet the bound: with a float16 edge
+    half only the model inputs sent raw are.
     """
     known = FeasibleEnvelope(analysis, cuts, bandwidths, edge_only, raw)
     return [cut for cut in cuts if known.worth(cut, smallest_bytes(cut))]
@@ -63,13 +63,13 @@ class FeasibleEnvelope:
     """
 
     def __init__(self, analysis, cuts: list[tuple[str, ...]], bandwidths: tuple[float, float],
-                 edge_only: bool = True, raw: bool = True) -> None:
+                 edge_only: bool = True, raw: bool | Callable[[tuple[str, ...]], bool] = True) -> None:
         lo, hi = bandwidths
         self.x_range = (1e3 / hi, 1e3 / lo)  # ms per byte
         self.base = {cut: times(analysis, cut) for cut in cuts}
         self.lines = [(times(analysis, ())[0], 0.0)] if edge_only else []
-        if raw:
-            self.lines += [(a, down + raw_bytes(analysis, cut)) for cut, (a, down) in self.base.items()]
+        exact = raw if callable(raw) else (lambda _cut: raw)
+        self.lines += [(a, down + raw_bytes(analysis, cut)) for cut, (a, down) in self.base.items() if exact(cut)]
         self._refresh()
 
     def _refresh(self) -> None:
