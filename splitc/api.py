@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,7 @@ from splitc.passes.partition import Partition, PartitionResult, forced_partition
 from splitc.passes import precision, qdq
 from splitc.passes.problem import problem_from_graph
 from splitc.profiling.costmodel import attach_measured
-from splitc.joint import Choice, EncodingOptions, choose
+from splitc.joint import Choice, EncodingOptions, UncheckedAccuracy, choose
 from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE, get_target
 from splitc.units import parse_bandwidth, parse_time_ms
 
@@ -185,6 +186,9 @@ def compile(
     choice = None
     if bits != 32 or calib is not None:
         choice = choose(analysis, options, cut, progress)
+    if edge_precision == "fp16" and calib is None:
+        warnings.warn("no --calib data: the accuracy of the float16 edge half was NOT checked", UncheckedAccuracy,
+                      stacklevel=2)
     step("emitting the halves")
     return analysis.split(cut, alternatives, choice)
 
