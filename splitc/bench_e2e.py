@@ -39,6 +39,7 @@ import onnxruntime as ort
 import splitc
 from splitc.adaptive import compile_range
 from splitc.passes.partition import forced_partition
+from splitc.report import width_text
 from splitc.runtime import EdgeClient, Pipeline, PlanSet
 from splitc.runtime.netem import NetemThread
 from splitc.runtime.server import ServerThread
@@ -368,7 +369,8 @@ def _plan_text(cell: dict) -> str:
     if not cell.get("cut"):
         return f"{cell.get('kind', '?')}"
     spec = (cell.get("codec") or [{}])[0]
-    coding = f"JPEG q{spec['quality']}" if spec.get("name") == "jpeg" else f"{cell['bits'][0]} bits"
+    quality = spec["quality"] if spec.get("name") == "jpeg" else 0
+    coding = width_text(cell["bits"][0], quality) + ("" if quality else " bits")
     return f"{cell['kind']}, cut {', '.join(cell['cut'][:2])} at {coding}"
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 from splitc.errors import SplitcError
 from splitc.passes import calibrate, precision, prune_cuts
 from splitc.passes.partition import forced_partition
-from splitc.passes.qdq import QUANT_BITS, Encoding, jpeg_width
+from splitc.passes.qdq import QUANT_BITS, Encoding, encoding_for, jpeg_quality, jpeg_width
 from splitc.passes.select_bits import Option, rank, within_bound
 from splitc.runtime import codec
 from splitc.runtime.codec_jpeg import image_layout
@@ -111,9 +111,9 @@ def _options_from(analysis, cuts, widths, sizes_and_drops) -> list[Option]:
             size, drop, se = sizes_and_drops(cut, c)
             if drop is None:
                 continue  # dominated: a narrower width of this cut passed with fewer bytes
-            bits, quality = (8, int(c[4:])) if isinstance(c, str) else (c, 0)
-            options.append(Option(cut, bits, part.edge_ms, part.cloud_ms, size, part.down_bytes, drop, part.kind, se,
-                                  jpeg_quality=quality))
+            quality = jpeg_quality(c)
+            options.append(Option(cut, 8 if quality else c, part.edge_ms, part.cloud_ms, size, part.down_bytes, drop,
+                                  part.kind, se, jpeg_quality=quality))
     return options
 
 
@@ -172,11 +172,8 @@ def choose(analysis, options: EncodingOptions, cut: list[str] | None = None,
 def make_choice(analysis, options: EncodingOptions, option: Option, ranked: list[Option],
                 table: calibrate.Table | None) -> Choice:
     """The encodings and static codebooks that emit ``option``."""
-    if option.jpeg_quality:
-        encodings = [Encoding(t, 8, None, "jpeg", option.jpeg_quality) for t in option.cut]
-    else:
-        encodings = [Encoding(t, option.bits, _axis(options, len(analysis.graph.values[t].shape)),
-                              options.codec if option.bits <= 8 else "none") for t in option.cut]
+    encodings = [encoding_for(t, option.width, _axis(options, len(analysis.graph.values[t].shape)), options.codec)
+                 for t in option.cut]
     books = _codebooks(analysis, options, encodings) if options.calib is not None else {}
     return Choice(option, ranked, encodings, books, table, checked=options.calib is not None,
                   max_drop=options.max_drop)

@@ -88,7 +88,7 @@ def _selection_table(plan: dict) -> Table:
     for rank, option in enumerate([sel["chosen"], *sel["runners_up"]], 1):
         drop = f"{option['drop']:.2%} ± {option.get('drop_se', 0.0):.2%}"
         style = "bold" if rank == 1 else ""
-        table.add_row(str(rank), option["kind"], _names(option["cut"]), _width_text(option),
+        table.add_row(str(rank), option["kind"], _names(option["cut"]), width_text(option["bits"], option.get("jpeg_quality")),
                       _size(option["bytes"]), drop, f"{option['edge_ms']:.2f}", f"{option['transfer_ms']:.2f}",
                       f"{option['cloud_ms']:.2f}", f"{option['total_ms']:.2f}", style=style)
     return table
@@ -205,9 +205,9 @@ def print_outputs(console: Console, outputs: dict[str, np.ndarray]) -> None:
 
 def _codec_text(codec: dict) -> str:
     """``huffman``, ``none``, or ``jpeg q90``."""
-    return f"jpeg q{codec['quality']}" if codec.get("name") == "jpeg" else codec.get("name", "none")
+    return width_text(0, codec["quality"]) if codec.get("name") == "jpeg" else codec.get("name", "none")
 
 
-def _width_text(option: dict) -> str:
-    """The bits of a ranked option, or ``jpeg q90``."""
-    return f"jpeg q{option['jpeg_quality']}" if option.get("jpeg_quality") else str(option["bits"])
+def width_text(bits: int, jpeg_quality: int | None = 0) -> str:
+    """How a cut is sent: its bits, or ``jpeg q90``."""
+    return f"jpeg q{jpeg_quality}" if jpeg_quality else str(bits)

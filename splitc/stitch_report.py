@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from splitc.errors import ParseError
+from splitc.report import width_text
 from splitc.units import format_bandwidth
 
 
@@ -28,7 +29,7 @@ def print_range_report(console: Console, adaptive, out: Path) -> None:
     for plan in index["plans"]:
         cut = ", ".join(plan["cut"][:2]) + (" ..." if len(plan["cut"]) > 2 else "") or "—"
         at_lo, at_hi = plan["predicted_ms"]
-        width = f"jpeg q{plan['jpeg_quality']}" if plan.get("jpeg_quality") else str(plan["bits"])
+        width = width_text(plan["bits"], plan.get("jpeg_quality"))
         table.add_row(plan["id"], format_bandwidth(plan["interval_Bps"][0]), format_bandwidth(plan["interval_Bps"][1]),
                       plan["kind"], cut, width, f"{plan['sent_bytes']:.0f}", f"{at_lo:.2f}", f"{at_hi:.2f}")
     console.print(table)

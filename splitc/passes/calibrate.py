@@ -239,9 +239,9 @@ def _run_rewritten(model, tensors, types, calib, edge_rewrite) -> Measurement:
 
 def edge_only_drop(meas: Measurement, calib: CalibrationSet, metric: str) -> dict[str, float]:
     """The drop of running the whole model as the edge does (float16), against the float model."""
-    reference = [o[meas.first_output] for o in meas.outputs]
     if meas.edge_outputs is None:
         return {"bytes": 0.0, "drop": 0.0, "drop_se": 0.0}
+    reference = [o[meas.first_output] for o in meas.outputs]
     got = [o[meas.first_output] for o in meas.edge_outputs]
     drop, se = drop_and_error(per_sample(metric, reference, reference, calib.labels),
                               per_sample(metric, got, reference, calib.labels))
@@ -259,7 +259,7 @@ def frame_bytes(arrays: list[np.ndarray], enc: Encoding, book: codec.Codebook | 
         else:
             q, lo, hi = simulate(x, enc)
             sizes.append(len(codec.encode(q, enc.bits, _flat(lo), _flat(hi), codebook=book,
-                                          per_channel_axis=enc.axis, coder=enc.codec, quality=enc.quality or 90)))
+                                          per_channel_axis=enc.axis, coder=enc.codec, quality=enc.quality)))
     return float(np.mean(sizes))
 
 

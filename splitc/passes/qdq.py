@@ -63,17 +63,24 @@ def jpeg_width(quality: int) -> str:
     return f"jpeg{int(quality)}"
 
 
+def jpeg_quality(width: int | str) -> int:
+    """The JPEG quality a width names (0 for a bit width)."""
+    if not isinstance(width, str):
+        return 0
+    if not width.startswith("jpeg"):
+        raise ValueError(f"unknown width {width!r}")
+    return int(width[4:])
+
+
 def width_order(width: int | str) -> tuple[int, int]:
     """Sort key of widths: bit widths ascending, then JPEG qualities ascending."""
-    return (1, int(width[4:])) if isinstance(width, str) else (0, int(width))
+    return (1, jpeg_quality(width)) if isinstance(width, str) else (0, int(width))
 
 
 def encoding_for(tensor: str, width: int | str, axis: int | None, codec: str) -> Encoding:
     """The Encoding of ``tensor`` at a calibration width: an int bit width, or ``jpeg_width(q)``."""
     if isinstance(width, str):
-        if not width.startswith("jpeg"):
-            raise ValueError(f"unknown width {width!r}")
-        return Encoding(tensor, 8, None, "jpeg", int(width[4:]))
+        return Encoding(tensor, 8, None, "jpeg", jpeg_quality(width))
     return Encoding(tensor, width, axis, codec if width <= 8 else "none")
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from splitc.passes.qdq import jpeg_width
+
 
 @dataclass
 class Option:
@@ -39,7 +41,7 @@ class Option:
     @property
     def width(self) -> int | str:
         """The calibration width: ``bits``, or ``"jpeg<quality>"``."""
-        return f"jpeg{self.jpeg_quality}" if self.jpeg_quality else self.bits
+        return jpeg_width(self.jpeg_quality) if self.jpeg_quality else self.bits
 
     def transfer_ms(self, bandwidth: float, rtt_ms: float) -> float:
         if not self.cut and not self.returned_bytes:
