@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 from splitc import __version__, joint
-from splitc.api import Analysis, CompiledSplit, analyse
+from splitc.api import Analysis, CompiledSplit, analyse, calibration_warnings
 from splitc.backends.output import write_directory
 from splitc.errors import SplitcError
+from splitc.passes.confidence import DEFAULT_CONFIDENCE
+from splitc.passes.confidence import using as using_confidence
 from splitc.passes.partition import partition
 from splitc.passes.select_bits import Option, feasible, rank
+from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE
 from splitc.units import parse_bandwidth
 
 INDEX_SCHEMA = "splitc.plans/1"
+PLOT_NAME = "latency_vs_bandwidth.png"
 
 
 @dataclass
@@ -144,7 +145,8 @@ def _union(groups) -> list[tuple[str, ...]]:
 def at_link(analysis: Analysis, bandwidth: float, rtt_ms: float) -> Analysis:
     """The same model and costs, partitioned for another link."""
     problem = analysis.problem.with_link(bandwidth, rtt_ms)
-    return Analysis(analysis.graph, analysis.costs, problem, partition(problem), analysis.models)
+    return Analysis(analysis.graph, analysis.costs, problem, partition(problem), analysis.models,
+                    analysis.assignments)
 
 
 @dataclass
@@ -156,10 +158,21 @@ class AdaptiveSplit:
     index: dict
     calibration: bytes | None = None
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write ``plans.json`` and ``plans/<id>/`` atomically (replacing an earlier splitc output)."""
+    def save(self, out_dir: str | Path, plot: bool = True) -> Path:
+        """Write ``plans.json`` and ``plans/<id>/`` atomically (replacing an earlier splitc output).
+
+        With ``plot`` it also writes ``latency_vs_bandwidth.png`` (``plot_range``) when matplotlib is
+        installed; ``plot_path`` is then its path, else None and ``plot_missing`` says why.
+        """
+        self.plot_path, self.plot_missing = None, None
 
         def fill(tmp: Path) -> None:
+            if plot:
+                try:
+                    plot_range(self, tmp / PLOT_NAME)
+                    self.plot_path = Path(out_dir) / PLOT_NAME
+                except ImportError:
+                    self.plot_missing = "matplotlib is not installed (pip install matplotlib)"
             for entry, split in zip(self.index["plans"], self.splits):
                 split.files.pop("calibration.json", None)
                 split.save(tmp / entry["dir"])
@@ -170,11 +183,12 @@ class AdaptiveSplit:
         return _replace(Path(out_dir), fill)
 
 
-def compile_range(model, bandwidth: str | tuple[float, float], target: str = "jetson-tx2", cloud: str = "t4",
+def compile_range(model, bandwidth: str | tuple[float, float], target: str = DEFAULT_EDGE, cloud: str = DEFAULT_CLOUD,
                   rtt: str | float = "20ms", input_shapes=None, progress=None, bits: str | int = "auto",
                   codec: str = "huffman", calib=None, max_drop: float = 0.01, metric: str = "auto",
                   per_channel: bool = False, cache_dir=None, preprocess=None, emit_fallback: bool = False,
-                  jpeg: bool = True, edge_precision: str = "fp32") -> AdaptiveSplit:
+                  jpeg: bool = True, edge_precision: str = "fp32",
+                  confidence: float = DEFAULT_CONFIDENCE) -> AdaptiveSplit:
     """Compile the plans optimal somewhere in a bandwidth range (``"300KBps..50Mbps"``).
 
     The other arguments are those of ``splitc.compile``.
@@ -187,7 +201,9 @@ def compile_range(model, bandwidth: str | tuple[float, float], target: str = "je
     options = joint.EncodingOptions(bits, codec, max_drop, calib, metric, per_channel,
                                     Path(cache_dir) if cache_dir else None, preprocess, jpeg)
     step("finding the feasible (cut, bits) options")
-    ok, table = feasible_options(analyses, options)
+    with using_confidence(confidence):
+        ok, table = feasible_options(analyses, options)
+    calibration_warnings(table, max_drop)
     pieces = envelope(ok, lo, hi, rtt_ms)
     step(f"emitting {len(pieces)} plans")
     splits = [_emit(base, piece, ok, options, table, emit_fallback) for piece in pieces]
@@ -218,7 +234,8 @@ def _index(base: Analysis, pieces: list[Piece], splits, span, rtt_ms: float, opt
             "kind": split.plan["kind"], "cut": list(piece.option.cut), "bits": piece.option.bits,
             **({"jpeg_quality": piece.option.jpeg_quality} if piece.option.jpeg_quality else {}),
             "sent_bytes": piece.option.sent_bytes, "returned_bytes": piece.option.returned_bytes,
-            "drop": piece.option.drop, "a_ms": piece.a_ms, "b_bytes": piece.b / 1e3,
+            "drop": piece.option.drop,
+            "drop_bound": piece.option.bound if options.calib is not None else None, "a_ms": piece.a_ms, "b_bytes": piece.b / 1e3,
             "predicted_ms": [piece.a_ms + piece.b / piece.lo, piece.a_ms + piece.b / piece.hi],
         })
     return {
@@ -236,15 +253,43 @@ def _index(base: Analysis, pieces: list[Piece], splits, span, rtt_ms: float, opt
 
 
 def _replace(out: Path, fill) -> Path:
-    """``write_directory``, also replacing an earlier bandwidth-range output (marked by ``plans.json``)."""
-    if not (out / "plans.json").is_file():
-        return write_directory(out, fill)
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, aside / out.name)
-    try:
-        return write_directory(out, fill)
-    except BaseException:
-        os.replace(aside / out.name, out)
-        raise
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
+    """``write_directory``: it replaces an earlier output, single or range, only by its marker file."""
+    return write_directory(out, fill)
+
+
+def plot_range(adaptive: AdaptiveSplit, path: str | Path, points: int = 200) -> Path:
+    """A PNG of the predicted latency against bandwidth: each plan over its interval, and the baselines.
+
+    Raises ImportError without matplotlib (``pip install matplotlib``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    index = adaptive.index
+    lo, hi = index["range_Bps"]
+    grid = [lo * (hi / lo) ** (i / (points - 1)) for i in range(points)]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for plan, piece in zip(index["plans"], adaptive.pieces):
+        xs = [bw for bw in grid if piece.lo <= bw <= piece.hi] or [piece.lo, piece.hi]
+        cut = ", ".join(plan["cut"]) or "edge-only"
+        label = f"{plan['id']}: {cut if len(cut) <= 40 else cut[:37] + '...'} ({plan['bits']} bits)"
+        ax.plot([x * 8 / 1e6 for x in xs], [piece.a_ms + piece.b / x for x in xs], linewidth=2.5, label=label)
+    split = adaptive.splits[0].plan
+    edge_only = split["baselines"]["edge_only_ms"]
+    ax.axhline(edge_only, color="grey", linestyle="--", linewidth=1, label="edge-only")
+    ax.set_xscale("log")
+    ax.set_xlabel("bandwidth (Mbit/s)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(f"{index['model']['name']}: {index['targets']['edge']} + {index['targets']['cloud']}, "
+                 f"{index['rtt_ms']:g} ms RTT")
+    for bp in index["breakpoints_Bps"]:
+        ax.axvline(bp * 8 / 1e6, color="black", linewidth=0.5, alpha=0.4)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

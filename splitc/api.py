@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,10 @@ from splitc.ir.graph import Graph
 from splitc.passes.base import PassManager
 from splitc.passes.cost import CostModel, annotate_costs, cost_model_for
 from splitc.passes.dce import DeadCodeElimination
-from splitc.passes.partition import Partition, PartitionResult, forced_partition, partition
+from splitc.passes.partition import Partition, PartitionResult, forced_partition, make_partition, partition
 from splitc.passes import precision, qdq
+from splitc.passes.confidence import DEFAULT_CONFIDENCE
+from splitc.passes.confidence import using as using_confidence
 from splitc.passes.problem import problem_from_graph
 from splitc.profiling.costmodel import attach_measured
 from splitc.joint import Choice, EncodingOptions, UncheckedAccuracy, choose
@@ -71,11 +74,17 @@ class CompiledSplit:
 
 
 def _rate(value: str | float) -> float:
-    return parse_bandwidth(value) if isinstance(value, str) else float(value)
+    rate = parse_bandwidth(value) if isinstance(value, str) else float(value)
+    if not (math.isfinite(rate) and rate > 0):
+        raise SplitcError(f"bad bandwidth {value!r}: it must be a finite number above zero")
+    return rate
 
 
 def _time(value: str | float) -> float:
-    return parse_time_ms(value) if isinstance(value, str) else float(value)
+    ms = parse_time_ms(value) if isinstance(value, str) else float(value)
+    if not (math.isfinite(ms) and ms >= 0):
+        raise SplitcError(f"bad time {value!r}: it must be a finite number of milliseconds, at least 0")
+    return ms
 
 
 @dataclass
@@ -87,6 +96,25 @@ class Analysis:
     problem: object
     result: PartitionResult
     models: tuple[CostModel, CostModel]
+    assignments: dict = field(default_factory=dict, repr=False)  # sorted cut -> on_cloud, from the optimiser
+
+    def __post_init__(self) -> None:
+        for part in [self.result.best, *self.result.candidates()]:
+            if part.cloud_nodes:
+                self.assignments.setdefault(tuple(sorted(part.cut_values)), part.on_cloud)
+
+    def partition_for(self, cut) -> Partition:
+        """The partition that sends exactly ``cut``: the optimiser's own when it found one, else the forced one.
+
+        Several assignments can send the same tensors (a node may stay on the
+        edge or not); the candidates the optimiser returned keep the assignment
+        it found (shared by the analyses of one model at other links), so a
+        chosen candidate is emitted exactly as it was priced.
+        """
+        on_cloud = self.assignments.get(tuple(sorted(cut)))
+        if on_cloud is not None:
+            return make_partition(self.problem, on_cloud)
+        return forced_partition(self.problem, list(cut))
 
     def split(self, cut: list[str] | None = None, alternatives: int = 5, choice: Choice | None = None) -> CompiledSplit:
         """The optimal split, or the one that sends exactly ``cut`` (``[]``: edge-only).
@@ -97,7 +125,7 @@ class Analysis:
         forced = cut is not None
         if choice is not None:
             cut = list(choice.option.cut)
-        part = self.result.best if cut is None else forced_partition(self.problem, cut)
+        part = self.result.best if cut is None else self.partition_for(cut)
         link = (self.problem.bandwidth, self.problem.rtt_ms)
         return _assemble(self.graph, part, self.result, self.costs, self.models, link, alternatives, forced, choice)
 
@@ -156,6 +184,7 @@ def compile(
     preprocess: str | None = None,
     jpeg: bool = True,
     edge_precision: str = "fp32",
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> CompiledSplit:
     """Split ``model`` between an edge device and a cloud server.
 
@@ -178,6 +207,8 @@ def compile(
     practice the model input, which then competes with sending a JPEG photo.
     ``edge_precision="fp16"`` emits the edge half in float16 (targets with an
     FP16 rate: ``splitc targets``); its accuracy cost is measured with ``calib``.
+    ``confidence`` is the level of the certified upper bound on the drop that
+    must be within ``max_drop`` (``splitc.passes.confidence``).
     """
     analysis = analyse(model, target, cloud, bandwidth, rtt, input_shapes, progress, edge_precision)
     step = progress or (lambda _stage: None)
@@ -185,12 +216,30 @@ def compile(
                               Path(cache_dir) if cache_dir else None, preprocess, jpeg)
     choice = None
     if bits != 32 or calib is not None:
-        choice = choose(analysis, options, cut, progress)
+        with using_confidence(confidence):
+            choice = choose(analysis, options, cut, progress)
+        calibration_warnings(choice.table, max_drop)
     if edge_precision == "fp16" and calib is None:
         warnings.warn("no --calib data: the accuracy of the float16 edge half was NOT checked", UncheckedAccuracy,
                       stacklevel=2)
     step("emitting the halves")
-    return analysis.split(cut, alternatives, choice)
+    split = analysis.split(cut, alternatives, choice)
+    if preprocess is not None:
+        from splitc.passes.calib_images import Preprocess
+
+        split.plan["preprocess"] = Preprocess.parse(preprocess).to_json()
+    return split
+
+
+def calibration_warnings(table, max_drop: float) -> None:
+    """Warn (``CalibrationWarning``) about degenerate data and a set too small to certify ``max_drop``."""
+    if table is None:
+        return
+    from splitc.passes.calibrate import CalibrationWarning
+
+    for note in [*table.notes, table.too_small(max_drop)]:
+        if note:
+            warnings.warn(note, CalibrationWarning, stacklevel=3)
 
 
 def _assemble(graph, part, result, costs, models, link, alternatives, forced, choice=None) -> CompiledSplit:

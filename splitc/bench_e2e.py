@@ -203,7 +203,8 @@ class Bench:
     def __init__(self, config: BenchConfig, progress) -> None:
         self.config, self.progress = config, progress
         self.model = config.model if isinstance(config.model, onnx.ModelProto) else onnx.load(str(config.model))
-        self.name = config.name or self.model.graph.name
+        self.name = config.name or (Path(config.model).name if isinstance(config.model, (str, Path))
+                                    else self.model.graph.name)  # the file the user named, not the graph's name
         self.session = _session(self.model)
         first = self.session.get_inputs()[0]
         self.input_name, self.shape = first.name, tuple(first.shape)
@@ -402,5 +403,8 @@ def run_bench(config: BenchConfig, progress=print) -> str:
     text = markdown(result)
     (config.out / "e2e.md").write_text(text + "\n")
     (config.out / "e2e.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot([result], config.out / "e2e.png")
+    try:
+        plot([result], config.out / "e2e.png")
+    except ImportError:
+        progress("no e2e.png: matplotlib is not installed (pip install matplotlib)")
     return text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -15,17 +16,24 @@ import typer
 from rich.console import Console
 
 from splitc.errors import SplitcError
+from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE
 from splitc.units import parse_fraction, parse_shape
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Compile ONNX models into edge and cloud halves for split inference.\n\n"
-    "splitc MODEL [options] is short for splitc compile MODEL [options].",
+    "splitc MODEL [options] is short for splitc compile MODEL [options]. splitc --version prints the version.",
 )
 console = Console()
 errors = Console(stderr=True)
 COMMANDS = {"compile", "inspect", "targets", "run", "profile", "serve", "netem", "bench"}
+STARTED = time.monotonic()  # reset by main(): the wall time of the whole command is printed at its end
+
+
+def _wall_time() -> str:
+    seconds = time.monotonic() - STARTED
+    return f"{seconds * 1e3:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def _shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -52,8 +60,8 @@ def _cut(text: str | None) -> list[str] | None:
 @app.command("compile")
 def compile_command(
     model: Path = typer.Argument(..., help="The ONNX model to split."),
-    target: str = typer.Option("jetson-tx2", "--target", "-t", help="Edge device (see `splitc targets`)."),
-    cloud: str = typer.Option("t4", "--cloud", "-c", help="Cloud device (see `splitc targets`)."),
+    target: str = typer.Option(DEFAULT_EDGE, "--target", "-t", help="Edge device (see `splitc targets`)."),
+    cloud: str = typer.Option(DEFAULT_CLOUD, "--cloud", "-c", help="Cloud device (see `splitc targets`)."),
     bw: str = typer.Option("5Mbps", "--bw", help="Link bandwidth: 300KBps, 5Mbps, 1.5Gbps (b = bits, B = bytes)."),
     rtt: str = typer.Option("20ms", "--rtt", help="Round-trip time of the link: 20ms, 0.1s."),
     input_shape: Optional[List[str]] = typer.Option(
@@ -70,6 +78,10 @@ def compile_command(
         None, "--calib", help="Calibration data: .npz keyed by input names, optionally with 'labels'."
     ),
     max_drop: str = typer.Option("1%", "--max-drop", help="Largest accepted accuracy drop: 1% or 0.01."),
+    confidence: str = typer.Option(
+        "95%", "--confidence", help="Level of the certified upper bound on the drop that must be within --max-drop."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show secondary columns (kind, per-side times)."),
     metric: str = typer.Option("auto", "--metric", help="Accuracy metric: auto, top1 (classifiers) or rel-l2."),
     per_channel: bool = typer.Option(False, "--per-channel", help="Quantize with a min/max per channel."),
     edge_precision: str = typer.Option(
@@ -80,7 +92,8 @@ def compile_command(
         help="With --bits auto and --calib: also try JPEG (quality 50/75/85/90/95) on image-shaped cut tensors.",
     ),
     preprocess: Optional[str] = typer.Option(
-        None, "--preprocess", help="For a --calib folder of images: mean=a/b/c,std=a/b/c,layout=nchw|nhwc,scale=255."
+        None, "--preprocess", help="Image preprocessing, stored in plan.json and applied by splitc run: "
+        "mean=a/b/c,std=a/b/c,layout=nchw|nhwc,scale=255, or none (pixels / 255). Required with a --calib folder."
     ),
     emit_fallback: bool = typer.Option(
         False, "--emit-fallback", help="Mark the plan fallback: true (ship cloud.onnx to the edge for --fallback local)."
@@ -95,9 +108,10 @@ def compile_command(
     A range --bw LOW..HIGH (300KBps..50Mbps) writes every plan that is optimal somewhere in it.
     """
     from splitc.api import compile as compile_model
-    from splitc.report import compile_summary, print_compile_report
+    from splitc.report import compile_summary, print_compile_report, print_deployment, skipped_line
 
     quiet = as_json or not console.is_terminal
+    level = parse_fraction(confidence)
     if backend == "tvm":  # fail before compiling: TVM missing, or a --bw range (not supported with TVM)
         from splitc.backends.tvm.build import require_tvm
 
@@ -110,18 +124,30 @@ def compile_command(
         from splitc.adaptive import compile_range
         from splitc.stitch_report import print_range_report, range_summary
 
-        with _progress(quiet) as step:
+        with _progress(quiet) as step, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
             result = compile_range(
                 model, bw, target=target, cloud=cloud, rtt=rtt, input_shapes=_shapes(input_shape), progress=step,
                 bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop), metric=metric,
                 per_channel=per_channel, cache_dir=out if out.is_dir() else None, preprocess=preprocess,
-                emit_fallback=emit_fallback, jpeg=jpeg, edge_precision=edge_precision,
+                emit_fallback=emit_fallback, jpeg=jpeg, edge_precision=edge_precision, confidence=level,
             )
+            step("writing the output directory")
             result.save(out)
+        _print_warnings(caught)
         if as_json:
             print(json.dumps(range_summary(result, out), indent=2))
+            return
+        print_range_report(console, result, out, typed=bw, verbose=verbose)
+        line = skipped_line(result.calibration)
+        if line:
+            console.print(line, highlight=False)
+        if result.plot_path is not None:
+            console.print(f"latency vs bandwidth plot: {result.plot_path}", highlight=False)
         else:
-            print_range_report(console, result, out)
+            errors.print(f"[yellow]warning:[/] no latency plot: {result.plot_missing}", highlight=False)
+        print_deployment(console, out)
+        console.print(f"done in {_wall_time()}", highlight=False)
         return
     with _progress(quiet) as step, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -130,22 +156,36 @@ def compile_command(
             input_shapes=_shapes(input_shape), cut=_cut(cut), progress=step,
             bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop), metric=metric,
             per_channel=per_channel, cache_dir=out if out.is_dir() else None, preprocess=preprocess, jpeg=jpeg,
-            edge_precision=edge_precision,
+            edge_precision=edge_precision, confidence=level,
         )
         step("writing the output directory")
         if emit_fallback:
             split.plan["fallback"] = True
         split.save(out, backend=backend, tvm_fallback=tvm_fallback)
-    for warning in caught:
-        errors.print(f"[yellow]warning:[/] {warning.message}", highlight=False, soft_wrap=True)
+    _print_warnings(caught)
     from splitc.profiling.command import cost_warnings
 
     for line in cost_warnings(split.plan):
         errors.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps(compile_summary(split, out), indent=2))
-    else:
-        print_compile_report(console, split, out)
+        return
+    print_compile_report(console, split, out, verbose=verbose, link_text=(bw, rtt))
+    line = skipped_line(split.files.get("calibration.json"))
+    if line:
+        console.print(line, highlight=False)
+    print_deployment(console, out)
+    console.print(f"done in {_wall_time()} (partitioning {split.plan['solve_ms']:.0f} ms)", highlight=False)
+
+
+def _print_warnings(caught) -> None:
+    """Each warning as one ``warning:`` line (never Python's file:line form)."""
+    seen = set()
+    for warning in caught:
+        text = str(warning.message)
+        if text not in seen:
+            seen.add(text)
+            errors.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True, markup=True)
 
 
 @app.command("inspect")
@@ -153,6 +193,8 @@ def inspect_command(
     model: Path = typer.Argument(..., help="The ONNX model to inspect."),
     input_shape: Optional[List[str]] = typer.Option(None, "--input-shape", help="NAME=1x3x224x224 (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    limit: int = typer.Option(20, "--limit", help="Cut-vertex rows shown (0: all; --json lists all)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show each cut vertex's producer node."),
 ) -> None:
     """Show node count, FLOPs, cut vertices with their sizes, and atomic or custom ops."""
     from splitc.report import inspect_model, print_inspect_report
@@ -161,11 +203,14 @@ def inspect_command(
     if as_json:
         print(json.dumps(info, indent=2))
     else:
-        print_inspect_report(console, info)
+        print_inspect_report(console, info, limit, verbose)
 
 
 @app.command("targets")
-def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def targets_command(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show each device and the source of its figures."),
+) -> None:
     """List the built-in device targets and the figures behind them."""
     from splitc.report import print_targets
     from splitc.targets import TARGETS
@@ -173,7 +218,7 @@ def targets_command(as_json: bool = typer.Option(False, "--json", help="Print JS
     if as_json:
         print(json.dumps([t.to_dict() for t in TARGETS.values()], indent=2))
     else:
-        print_targets(console)
+        print_targets(console, verbose)
 
 
 @app.command("run")
@@ -212,9 +257,10 @@ def run_command(
 
 
 def _run_inputs(specs: list[str], inputs: list[dict]) -> dict:
-    """``--input`` values: .npy arrays, or image files resized to the input's shape."""
+    """``--input`` values: .npy arrays, or image files (their paths: the runtime loads and prepares them
+    as the plan's ``preprocess`` says)."""
     from splitc.report import read_inputs
-    from splitc.runtime.image_input import is_image, load_image
+    from splitc.runtime.image_input import is_image
 
     names = [i["name"] for i in inputs]
     feeds = read_inputs([s for s in specs if not is_image(s.partition("=")[2] or s)], names)
@@ -224,7 +270,9 @@ def _run_inputs(specs: list[str], inputs: list[dict]) -> dict:
         shape = next((i for i in inputs if i["name"] == name), None)
         if shape is None:
             raise SplitcError(f"--input {spec!r}: the model has no input {name!r}")
-        feeds[name] = load_image(file, shape["shape"], shape["dtype"])
+        if not Path(file).is_file():
+            raise SplitcError(f"--input {spec!r}: no such file {file}")
+        feeds[name] = file
     return feeds
 
 
@@ -242,8 +290,9 @@ def serve_command(
 ) -> None:
     """Serve the cloud halves of OUT over HTTP (POST /v1/infer, GET /v1/plans, /healthz, /metrics)."""
     from splitc.runtime.server import serve
-    from splitc.stitch_report import parse_size, read_token
+    from splitc.stitch_report import parse_size, print_serving, read_token
 
+    print_serving(errors, out, host, port, tls_cert is not None, token_file is not None)
     serve(out, host, port, read_token(token_file), str(tls_cert) if tls_cert else None,
           str(tls_key) if tls_key else None, parse_size(max_body), threads or None, reply_bits)
 
@@ -268,8 +317,8 @@ def netem_command(
 @app.command("bench")
 def bench_command(
     model: Path = typer.Argument(..., help="The ONNX model to benchmark end to end."),
-    target: str = typer.Option("jetson-tx2", "--target", "-t", help="Edge device to emulate."),
-    cloud: str = typer.Option("gtx-1080ti", "--cloud", "-c", help="Cloud device to emulate."),
+    target: str = typer.Option(DEFAULT_EDGE, "--target", "-t", help="Edge device to emulate."),
+    cloud: str = typer.Option(DEFAULT_CLOUD, "--cloud", "-c", help="Cloud device to emulate."),
     bw: str = typer.Option("300KBps,1MBps,5Mbps", "--bw", help="Bandwidths to measure, comma-separated."),
     rtt: str = typer.Option("20ms", "--rtt", help="Round-trip time of the emulated link."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data (.npz) for the compile."),
@@ -286,7 +335,7 @@ def bench_command(
     from splitc.bench_e2e import BenchConfig, run_bench
     from splitc.units import parse_bandwidth, parse_time_ms
 
-    config = BenchConfig(model, target, cloud, [parse_bandwidth(b) for b in bw.split(",") if b.strip()],
+    config = BenchConfig(model, target, cloud, sorted(parse_bandwidth(b) for b in bw.split(",") if b.strip()),
                          parse_time_ms(rtt), calib, test or calib, parse_fraction(max_drop), requests, out,
                          host_profile=host_profile, edge_precision=edge_precision)
     report = run_bench(config, progress=lambda line: errors.print(line, highlight=False))
@@ -329,6 +378,10 @@ class _progress:
         self.status = None
 
     def __enter__(self):
+        from splitc.passes import calibrate
+
+        self.hook = calibrate.reporting(self.calibration)
+        self.hook.__enter__()
         if not self.quiet:
             self.status = errors.status("starting")
             self.status.__enter__()
@@ -338,9 +391,15 @@ class _progress:
         if self.status is not None:
             self.status.update(stage)
 
+    def calibration(self, done: int, total: int, elapsed_s: float) -> None:
+        """Calibration's count of cuts measured, with the time left at the rate so far."""
+        left = elapsed_s / done * (total - done) if done else 0.0
+        self.update(f"calibrating: {done}/{total} candidate cuts measured, about {left:.0f} s left")
+
     def __exit__(self, *exc) -> None:
         if self.status is not None:
             self.status.__exit__(*exc)
+        self.hook.__exit__(*exc)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -366,7 +425,14 @@ def _usage_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception],
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``splitc`` console script; user errors exit with code 2."""
     usage_errors, aborts = _usage_errors()
+    global STARTED
+    STARTED = time.monotonic()
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("--version", "-V", "version"):
+        from splitc import __version__
+
+        print(f"splitc {__version__}")
+        return 0
     if args and args[0] not in COMMANDS and not args[0].startswith("-"):
         args.insert(0, "compile")
     try:

@@ -17,8 +17,7 @@ from typing import Callable
 
 from splitc.errors import SplitcError
 from splitc.passes import calibrate, precision, prune_cuts
-from splitc.passes.partition import forced_partition
-from splitc.passes.qdq import QUANT_BITS, Encoding, encoding_for, jpeg_quality, jpeg_width
+from splitc.passes.qdq import QUANT_BITS, Encoding, encoding_for, is_float, jpeg_quality, jpeg_width
 from splitc.passes.select_bits import Option, rank, within_bound
 from splitc.runtime import codec
 from splitc.runtime.codec_jpeg import image_layout
@@ -55,10 +54,16 @@ class EncodingOptions:
         return [bits]
 
     def widths(self, graph, cut: tuple[str, ...], bits: list[int]) -> list[int | str]:
-        """The widths tried for ``cut``: ``bits``, plus JPEG qualities when every tensor is image-shaped."""
+        """The widths tried for ``cut``: ``bits``, plus JPEG qualities when every tensor is image-shaped.
+
+        Widths apply to float tensors; a cut of integer or bool tensors only is sent exactly (32).
+        """
+        if cut and not any(is_float(graph.values[t].dtype) for t in cut if t in graph.values):
+            return [32]
         if not (self.jpeg and self.bits == "auto" and self.codec == "huffman" and self.calib is not None):
             return bits
-        if not cut or not all(t in graph.values and image_layout(graph.values[t].shape or []) for t in cut):
+        if not cut or not all(t in graph.values and image_layout(graph.values[t].shape or [])
+                              and is_float(graph.values[t].dtype) for t in cut):
             return bits
         return [*bits, *(jpeg_width(q) for q in JPEG_QUALITIES)]
 
@@ -90,7 +95,8 @@ def candidate_cuts(analysis) -> list[tuple[str, ...]]:
     inputs = tuple(v.name for v in graph.inputs if v.consumers)
     if inputs:
         cuts.append(inputs)
-    cuts += [(t,) for t in analysis.result.cut_vertices if graph.values[t].consumers]
+    pinned = graph.data_dependent  # shapes that depend on input values never cross
+    cuts += [(t,) for t in analysis.result.cut_vertices if graph.values[t].consumers and t not in pinned]
     cuts += [tuple(p.cut_values) for p in analysis.result.candidates() if p.cut_values]
     unique: list[tuple[str, ...]] = []
     for cut in cuts:
@@ -106,7 +112,7 @@ def _axis(options: EncodingOptions, rank: int) -> int | None:
 def _options_from(analysis, cuts, widths, sizes_and_drops) -> list[Option]:
     options = []
     for cut in cuts:
-        part = forced_partition(analysis.problem, list(cut))
+        part = analysis.partition_for(cut)
         for c in ([32] if not cut else widths(cut)):
             size, drop, se = sizes_and_drops(cut, c)
             if drop is None:
@@ -117,11 +123,19 @@ def _options_from(analysis, cuts, widths, sizes_and_drops) -> list[Option]:
     return options
 
 
+def _exact_only(analysis, cut) -> list[int]:
+    """[32] when no tensor of ``cut`` is a float (integer and bool tensors are sent exactly), else []."""
+    values = analysis.graph.values
+    return [32] if cut and not any(is_float(values[t].dtype) for t in cut) else []
+
+
 def _guess(analysis, options: EncodingOptions):
     def sizes(cut, c):
-        raw = sum(analysis.graph.values[t].numel for t in cut)
+        values = analysis.graph.values
         per_element = 4.0 if c == 32 else 2.0 if c == 16 else c / 8.0
-        return (raw * per_element + HEADER_GUESS * len(cut) if cut else 0.0), 0.0, 0.0
+        size = sum(values[t].numel * (per_element if is_float(values[t].dtype) else values[t].dtype.itemsize)
+                   for t in cut)
+        return (size + HEADER_GUESS * len(cut) if cut else 0.0), 0.0, 0.0
     return sizes
 
 
@@ -142,7 +156,8 @@ def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, .
             warnings.warn("no --calib data: using 8 bits; the accuracy bound was NOT checked", UncheckedAccuracy,
                           stacklevel=3)
             bits = [8]
-        return _options_from(analysis, cuts, lambda _cut: bits, _guess(analysis, options)), None
+        return _options_from(analysis, cuts, lambda cut: _exact_only(analysis, cut) or bits,
+                             _guess(analysis, options)), None
     (progress or (lambda _s: None))("calibrating: measuring size and accuracy of every cut and bit width")
     link = bandwidths or (analysis.problem.bandwidth, analysis.problem.bandwidth)
     table, _, _ = _calibrate(analysis, options, cuts, bits, link, prune)
@@ -160,6 +175,8 @@ def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, .
 def choose(analysis, options: EncodingOptions, cut: list[str] | None = None,
            progress: Callable[[str], None] | None = None) -> Choice:
     """Pick the (cut, bits) pair with the lowest predicted latency within the accuracy bound."""
+    if cut is not None:
+        analysis.partition_for(cut)  # a cut that is not valid is refused before any calibration
     cuts = [tuple(cut)] if cut is not None else candidate_cuts(analysis)
     measured, table = measured_options(analysis, options, cuts, progress, prune=cut is None)
     problem = analysis.problem
@@ -172,7 +189,8 @@ def choose(analysis, options: EncodingOptions, cut: list[str] | None = None,
 def make_choice(analysis, options: EncodingOptions, option: Option, ranked: list[Option],
                 table: calibrate.Table | None) -> Choice:
     """The encodings and static codebooks that emit ``option``."""
-    encodings = [encoding_for(t, option.width, _axis(options, len(analysis.graph.values[t].shape)), options.codec)
+    values = analysis.graph.values
+    encodings = [encoding_for(t, option.width, _axis(options, len(values[t].shape)), options.codec, values[t].dtype)
                  for t in option.cut]
     books = _codebooks(analysis, options, encodings) if options.calib is not None else {}
     return Choice(option, ranked, encodings, books, table, checked=options.calib is not None,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from splitc.errors import SplitcError
@@ -15,18 +18,87 @@ from splitc.units import format_bandwidth
 CONTROL_FLOW = ("If", "Loop", "Scan")
 
 
-def _size(nbytes: float) -> str:
+def _size(nbytes: float | None) -> str:
+    if nbytes is None:
+        return "—"
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if nbytes >= scale:
             return f"{nbytes / scale:.1f} {unit}"
-    return f"{int(nbytes)} B"
+    return f"{int(round(nbytes))} B"
 
 
-def _names(names: list[str], limit: int = 3) -> str:
-    if not names:
-        return "—"
-    shown = ", ".join(names[:limit])
-    return shown + (f" (+{len(names) - limit})" if len(names) > limit else "")
+NAME_COLUMNS = ("tensor", "cut", "file", "name", "plan", "producer", "device", "source")  # take the width the other columns leave
+
+
+def table(title: str | None, columns: list[str], right: tuple[str, ...] = ()) -> Table:
+    """A compact table that wraps long cells instead of cutting them (names and numbers are copied by users).
+
+    The title is printed by ``show`` on its own line (a table's title would wrap to the table's width).
+    """
+    result = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    result.splitc_title = title
+    for column in columns:
+        result.add_column(column, overflow="fold", justify="right" if column in right else "left")
+    return result
+
+
+def show(console: Console, result: Table) -> None:
+    """Print ``result`` with its title above it."""
+    _fit(console, result)
+    title = getattr(result, "splitc_title", None)
+    if title:
+        console.print(f"[bold]{escape(title)}[/]", highlight=False, soft_wrap=True)
+    console.print(result)
+
+
+def _fit(console: Console, result: Table) -> None:
+    """Numbers keep their width; names take what is left, whole when it fits (folded, never cut, when not)."""
+    from rich.text import Text
+
+    def width(cell) -> int:
+        text = cell if isinstance(cell, Text) else Text.from_markup(str(cell))
+        return max((Text(line).cell_len for line in text.plain.split("\n")), default=0)
+
+    natural, header_words = [], []
+    for column in result.columns:
+        natural.append(max([width(c) for c in column._cells] + [len(column.header)]))
+        header_words.append(max(len(w) for w in str(column.header).split() or [""]))
+    room = console.width - (2 * len(result.columns) + 1)
+    if sum(natural) <= room:
+        return
+    cells = [max(width(c) for c in column._cells) if column._cells else 0 for column in result.columns]
+    names = [i for i, c in enumerate(result.columns) if c.header in NAME_COLUMNS]
+    fixed = [max(f, len(c.header)) for f, c in zip(cells, result.columns)]  # headers whole when there is room
+    left = room - sum(w for i, w in enumerate(fixed) if i not in names)
+    if left < sum(natural[i] for i in names):  # wrap headers at spaces before folding a name
+        fixed = [max(f, h) for f, h in zip(cells, header_words)]
+        left = room - sum(w for i, w in enumerate(fixed) if i not in names)
+    for i, column in enumerate(result.columns):
+        if i in names:
+            column.width = max(8, min(natural[i], left // max(1, len(names))))
+        else:
+            column.width = fixed[i]
+
+
+def _names(names: list[str]) -> str:
+    """Every name, one per line (wrapped, never cut)."""
+    return "\n".join(names) if names else "—"
+
+
+KIND_TEXT = {"split": "edge + cloud", "edge-only": "edge-only (nothing is sent)",
+             "cloud-only": "cloud-only (the input is sent)"}
+
+
+def rate_as_typed(bytes_per_s: float, typed: str | None = None) -> str:
+    """A bandwidth in the family the user typed (``KBps``/``MBps`` for bytes, ``kbps``/``Mbps`` for bits)."""
+    in_bytes = typed is not None and "B" in typed.replace("bps", "").replace("b/s", "")
+    value = bytes_per_s if in_bytes else bytes_per_s * 8
+    units = (("GBps", 1e9), ("MBps", 1e6), ("KBps", 1e3), ("Bps", 1.0)) if in_bytes else \
+        (("Gbps", 1e9), ("Mbps", 1e6), ("kbps", 1e3), ("bps", 1.0))
+    for unit, scale in units:
+        if value >= scale or scale == 1.0:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.3g}{units[-1][0]}"
 
 
 def compile_summary(split, out: Path) -> dict:
@@ -42,69 +114,138 @@ def compile_summary(split, out: Path) -> dict:
     }
 
 
-def print_compile_report(console: Console, split, out: Path) -> None:
+def print_compile_report(console: Console, split, out: Path, verbose: bool = False,
+                         link_text: tuple[str, str] | None = None) -> None:
+    """The chosen split, the candidates, the predicted latency (``link_text``: the link as the user typed it)."""
     plan = split.plan
     link = plan["link"]
+    bw, rtt = link_text or (rate_as_typed(link["bandwidth_Bps"]), f"{link['rtt_ms']:g}ms")
     console.print(
         f"[bold]{plan['model']['name']}[/]: {plan['model']['data_nodes']} nodes, "
         f"edge [cyan]{plan['targets']['edge']}[/], cloud [cyan]{plan['targets']['cloud']}[/], "
-        f"link {format_bandwidth(link['bandwidth_Bps'])} / {link['rtt_ms']:g} ms RTT"
+        f"link {bw} / {rtt} RTT", highlight=False
     )
-    cut = Table(title=f"Chosen split: {plan['kind']}" + (" (forced)" if plan["forced"] else ""))
-    for column in ("tensor", "shape", "dtype", "raw size", "bits", "codec", "on the wire", "producer"):
-        cut.add_column(column)
-    for entry in plan["cut"]:
-        cut.add_row(entry["tensor"], "x".join(map(str, entry["shape"])), entry["dtype"], _size(entry["bytes"]),
-                    str(entry["bits"]), _codec_text(entry["codec"]), _size(entry["predicted_bytes"]),
-                    entry["producer"] or "(model input)")
-    if not plan["cut"]:
-        cut.add_row("(nothing is sent)", "", "", "", "")
-    console.print(cut)
+    forced = " (forced with --cut)" if plan["forced"] else ""
+    console.print(f"[bold]Chosen split:[/] {KIND_TEXT.get(plan['kind'], plan['kind'])}{forced}", highlight=False)
+    if plan["cut"]:
+        columns = ["tensor", "shape", "bits", "codec", "raw", "sent"] + (["dtype", "producer"] if verbose else [])
+        cut = table(None, columns, right=("bits", "raw", "sent"))
+        for entry in plan["cut"]:
+            row = [entry["tensor"], "x".join(map(str, entry["shape"])), str(entry["bits"]), _codec_text(entry["codec"]),
+                   _size(entry["bytes"]), _size(entry["predicted_bytes"])]
+            if verbose:
+                row += [entry["dtype"], entry["producer"] or "(model input)"]
+            cut.add_row(*row)
+        show(console, cut)
     if plan.get("selection"):
-        console.print(_selection_table(plan))
+        show(console, _selection_table(plan, verbose))
     else:
-        console.print(_alternatives_table(plan))
-    console.print(_breakdown_table(plan))
-    console.print(f"partitioned in {plan['solve_ms']:.2f} ms; wrote [green]{out}[/]")
+        show(console, _alternatives_table(plan, verbose))
+    show(console, _breakdown_table(plan))
 
 
-def _alternatives_table(plan: dict) -> Table:
-    table = Table(title="Best split per segment between cut vertices (top alternatives)")
-    for column in ("#", "kind", "cut", "edge ms", "transfer ms", "cloud ms", "total ms", "vs chosen"):
-        table.add_column(column, justify="right" if column.endswith("ms") or column in ("#", "vs chosen") else "left")
+def _alternatives_table(plan: dict, verbose: bool = False) -> Table:
+    columns = ["#", "kind", "cut", "up", "down", "total ms", "vs chosen"]
+    if verbose:
+        columns[5:5] = ["edge ms", "transfer ms", "cloud ms"]
+    result = table("Best split per segment between cut vertices", columns,
+                   right=("#", "up", "down", "edge ms", "transfer ms", "cloud ms", "total ms", "vs chosen"))
     chosen = plan["predicted"]["total_ms"]
     for rank, alt in enumerate(plan["alternatives"], 1):
-        table.add_row(str(rank), alt["kind"], _names(alt["cut"]), f"{alt['edge_ms']:.2f}", f"{alt['transfer_ms']:.2f}",
-                      f"{alt['cloud_ms']:.2f}", f"{alt['total_ms']:.2f}", f"{alt['total_ms'] / chosen:.2f}x")
-    return table
+        row = [str(rank), alt["kind"], _names(alt["cut"]), _size(alt.get("up_bytes")), _size(alt.get("down_bytes"))]
+        if verbose:
+            row += [f"{alt['edge_ms']:.2f}", f"{alt['transfer_ms']:.2f}", f"{alt['cloud_ms']:.2f}"]
+        row += [f"{alt['total_ms']:.2f}", f"{alt['total_ms'] / chosen:.2f}x" if chosen else "—"]
+        result.add_row(*row)
+    return result
 
 
-def _selection_table(plan: dict) -> Table:
+def drop_texts(option: dict, checked: bool) -> tuple[str, str]:
+    """(measured drop, certified bound) as shown: ``not measured`` without calibration, ``exact`` when known exact."""
+    if not checked:
+        return "not measured", "not measured"
+    bound = option.get("drop_bound")
+    if bound is None:
+        bound = option["drop"] + option.get("drop_se", 0.0)
+    if option["drop"] == 0 and bound == 0:
+        return "0", "exact"
+    return f"{option['drop']:.2%}", f"{max(bound, 0.0):.2%}"
+
+
+def _selection_table(plan: dict, verbose: bool = False) -> Table:
     sel = plan["selection"]
-    checked = "measured on calibration data" if sel["accuracy_checked"] else "NOT checked: no calibration data"
-    table = Table(title=f"Joint (cut, bits) choice within a {sel['max_drop']:.2%} accuracy drop ({checked})")
-    for column in ("#", "kind", "cut", "bits", "bytes", "drop", "edge ms", "transfer ms", "cloud ms", "total ms"):
-        table.add_column(column, justify="left" if column in ("kind", "cut") else "right")
+    checked = sel["accuracy_checked"]
+    if checked:
+        level = sel.get("confidence") or 0.95
+        samples = f", {sel['samples']} samples" if sel.get("samples") else ""
+        title = f"Candidates: certified drop bound ≤ {sel['max_drop']:.2%} ({level:.0%} confidence{samples})"
+    else:
+        title = "Candidates (accuracy NOT checked: no --calib data)"
+    columns = ["#", "cut", "bits", "up", "down", "drop", "bound", "total ms"]
+    if verbose:
+        columns[1:1] = ["kind"]
+        columns += ["edge ms", "transfer ms", "cloud ms"]
+    result = table(title, columns, right=("#", "bits", "up", "down", "drop", "bound", "total ms", "edge ms",
+                                          "transfer ms", "cloud ms"))
     for rank, option in enumerate([sel["chosen"], *sel["runners_up"]], 1):
-        drop = f"{option['drop']:.2%} ± {option.get('drop_se', 0.0):.2%}"
-        style = "bold" if rank == 1 else ""
-        table.add_row(str(rank), option["kind"], _names(option["cut"]), width_text(option["bits"], option.get("jpeg_quality")),
-                      _size(option["bytes"]), drop, f"{option['edge_ms']:.2f}", f"{option['transfer_ms']:.2f}",
-                      f"{option['cloud_ms']:.2f}", f"{option['total_ms']:.2f}", style=style)
-    return table
+        drop, bound = drop_texts(option, checked)
+        cut = _names(option["cut"]) if option["cut"] else "(edge-only)"
+        row = [str(rank), cut, width_text(option["bits"], option.get("jpeg_quality")), _size(option["bytes"]),
+               _size(option.get("returned_bytes", 0.0)), drop, bound, f"{option['total_ms']:.2f}"]
+        if verbose:
+            row[1:1] = [option["kind"]]
+            row += [f"{option['edge_ms']:.2f}", f"{option['transfer_ms']:.2f}", f"{option['cloud_ms']:.2f}"]
+        result.add_row(*row, style="bold" if rank == 1 else "")
+    return result
 
 
 def _breakdown_table(plan: dict) -> Table:
-    table = Table(title="Predicted latency")
-    for column in ("plan", "edge ms", "transfer ms", "cloud ms", "total ms", "speed-up of chosen"):
-        table.add_column(column, justify="left" if column == "plan" else "right")
+    result = table("Predicted latency", ["plan", "edge ms", "transfer ms", "cloud ms", "total ms", "speed-up"],
+                   right=("edge ms", "transfer ms", "cloud ms", "total ms", "speed-up"))
     p = plan["predicted"]
-    table.add_row("[bold]chosen[/]", f"{p['edge_ms']:.2f}", f"{p['transfer_ms']:.2f}", f"{p['cloud_ms']:.2f}",
-                  f"[bold]{p['total_ms']:.2f}[/]", "1.00x")
-    for label, key in (("edge-only", "edge_only_ms"), ("cloud-only", "cloud_only_ms")):
+    result.add_row("[bold]chosen[/]", f"{p['edge_ms']:.2f}", f"{p['transfer_ms']:.2f}", f"{p['cloud_ms']:.2f}",
+                   f"[bold]{p['total_ms']:.2f}[/]", "")
+    for label, key in (("edge-only", "edge_only_ms"), ("cloud-only (raw float32)", "cloud_only_ms")):
         total = plan["baselines"][key]
-        table.add_row(label, "", "", "", f"{total:.2f}", f"{total / p['total_ms']:.2f}x")
-    return table
+        faster = f"{total / p['total_ms']:.2f}x" if p["total_ms"] else "—"
+        result.add_row(label, "", "", "", f"{total:.2f}", faster)
+    return result
+
+
+def print_deployment(console: Console, out: Path, files: list[tuple[str, int]] | None = None) -> None:
+    """The files written with their sizes, and what goes where."""
+    out = Path(out)
+    files = files if files is not None else written_files(out)
+    listing = table(f"Wrote {out}/ ({_size(sum(size for _, size in files))})", ["file", "size"], right=("size",))
+    for name, size in files:
+        listing.add_row(name, _size(size))
+    show(console, listing)
+    names = {name.split("/")[0] for name, _ in files}
+    books = ["codebooks/"] if "codebooks" in names else []
+    if "plans.json" in names:
+        device = server = [f"{out}/ (plans.json, plans/)"]
+    else:
+        device = [n for n in ("edge.onnx", "edge.so", "plan.json") if n in names] + books
+        server = [n for n in ("cloud.onnx", "cloud.so", "plan.json") if n in names] + books
+    has_cloud = "plans.json" in names or any(n.startswith("cloud.") for n in names)
+    lines = ["[bold]Deploy[/]", f"  on the device, with {', '.join(device)}:",
+             "    pip install splitc",
+             "    (to embed the runtime alone: --no-deps, plus numpy, onnxruntime, httpx)"]
+    if has_cloud:
+        lines += [f"    splitc run {out} --input x.npy --cloud http://SERVER:8000",
+                  f"  on the server, with {', '.join(server)}:", "    pip install splitc",
+                  f"    splitc serve {out} --host 0.0.0.0 --port 8000"]
+    else:
+        lines += [f"    splitc run {out} --input x.npy    (edge-only: no server)"]
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def written_files(out: Path) -> list[tuple[str, int]]:
+    """Every file under ``out`` (relative path, bytes), sorted."""
+    out = Path(out)
+    return sorted((p.relative_to(out).as_posix(), p.stat().st_size) for p in out.rglob("*")
+                  if p.is_file() and not p.name.startswith("."))
 
 
 def inspect_model(model, input_shapes=None) -> dict:
@@ -122,6 +263,7 @@ def inspect_model(model, input_shapes=None) -> dict:
     problem = problem_from_graph(graph, costs, bandwidth=1.0, rtt_ms=0.0)
     cuts = [graph.values[problem.value_names[i]] for i in find_cut_vertices(problem)]
     weights = [v for v in graph.values.values() if v.is_initializer]
+    weights += [v for n in graph.nodes if n.op_type == "Constant" for v in n.outputs if v.shape is not None]
     return {
         "model": graph.name,
         "sha256": graph.sha256,
@@ -139,38 +281,72 @@ def inspect_model(model, input_shapes=None) -> dict:
         "atomic_ops": [{"node": n.name, "op_type": n.op_type} for n in data if n.op_type in CONTROL_FLOW],
         "custom_ops": [{"node": n.name, "op_type": f"{n.domain}.{n.op_type}"} for n in data
                        if n.domain not in ("", "ai.onnx")],
+        "shapes": graph.shape_report.to_json() if graph.shape_report is not None else None,
     }
 
 
-def print_inspect_report(console: Console, info: dict) -> None:
+def print_inspect_report(console: Console, info: dict, limit: int = 20, verbose: bool = False) -> None:
+    """The model's structure; at most ``limit`` cut-vertex rows (0: all)."""
     console.print(
         f"[bold]{info['model']}[/]: {info['data_nodes']} nodes ({info['constant_nodes']} constant), "
-        f"{info['flops'] / 1e9:.3f} GFLOPs, weights {_size(info['weight_bytes'])}"
+        f"{info['flops'] / 1e9:.3f} GFLOPs, weights {_size(info['weight_bytes'])}", highlight=False
     )
-    console.print("ops: " + ", ".join(f"{op} x{count}" for op, count in info["op_types"].items()))
-    table = Table(title=f"{len(info['cut_vertices'])} cut vertices (every input-to-output path crosses them)")
-    for column in ("#", "tensor", "shape", "size", "producer"):
-        table.add_column(column)
-    for rank, cut in enumerate(info["cut_vertices"], 1):
-        table.add_row(str(rank), cut["tensor"], "x".join(map(str, cut["shape"])), _size(cut["bytes"]), cut["producer"])
-    console.print(table)
+    console.print("ops: " + ", ".join(f"{op} x{count}" for op, count in info["op_types"].items()), highlight=False)
+    cuts = info["cut_vertices"]
+    shown = cuts if limit <= 0 else cuts[:limit]
+    result = table(f"{len(cuts)} cut vertices (every input-to-output path crosses them)",
+                   ["#", "tensor", "shape", "size"] + (["producer"] if verbose else []), right=("#", "size"))
+    for rank, cut in enumerate(shown, 1):
+        result.add_row(str(rank), cut["tensor"], "x".join(map(str, cut["shape"])), _size(cut["bytes"]),
+                       *([cut["producer"]] if verbose else []))
+    show(console, result)
+    if len(shown) < len(cuts):
+        console.print(f"... {len(cuts) - len(shown)} more cut vertices (--limit 0 shows all, --json lists them)",
+                      highlight=False)
+    _print_shapes(console, info.get("shapes"))
     for key, label in (("atomic_ops", "atomic (never cut inside)"), ("custom_ops", "custom-domain ops")):
         if info[key]:
-            console.print(f"{label}: " + ", ".join(f"{o['node']} ({o['op_type']})" for o in info[key]))
+            console.print(f"{label}: " + ", ".join(f"{o['node']} ({o['op_type']})" for o in info[key]),
+                          highlight=False)
 
 
-def print_targets(console: Console) -> None:
+def _print_shapes(console: Console, shapes: dict | None) -> None:
+    """Which method resolved the shapes, and the tensors that never cross (their shape depends on data)."""
+    if not shapes:
+        return
+    counts = ", ".join(f"{method} {count}" for method, count in shapes["methods"].items())
+    console.print(f"shapes resolved by: {counts}", highlight=False)
+    if shapes.get("synthetic_inputs"):
+        fills = "; ".join(f"{name}: {fill}" for name, fill in shapes["synthetic_inputs"].items())
+        console.print(f"synthetic inputs of the execution run: {fills}", highlight=False)
+    dependent = shapes.get("data_dependent") or {}
+    if dependent:
+        console.print(f"{len(dependent)} data-dependent tensors (never cut: their shape depends on input values):",
+                      highlight=False)
+        for name, why in list(dependent.items())[:10]:
+            console.print(f"  {escape(name)}: {escape(why)}", highlight=False, soft_wrap=True)
+        if len(dependent) > 10:
+            console.print(f"  ... {len(dependent) - 10} more (--json lists them)", highlight=False)
+
+
+def print_targets(console: Console, verbose: bool = False) -> None:
+    """The built-in targets; ``verbose`` adds each device's description and the source of its figures."""
     from splitc.targets import TARGETS
 
-    table = Table(title="Built-in targets (roofline cost model)")
-    for column in ("name", "role", "device", "peak GFLOP/s", "FP16 GFLOP/s", "mem GB/s", "efficiency", "overhead µs",
-                   "source"):
-        table.add_column(column)
+    columns = ["name", "role", "GFLOP/s", "FP16 GFLOP/s", "mem GB/s", "effic.", "overhead µs"]
+    result = table("Built-in targets (roofline cost model)", columns,
+                   right=("GFLOP/s", "FP16 GFLOP/s", "mem GB/s", "effic.", "overhead µs"))
     for t in TARGETS.values():
         fp16 = f"{t.fp16_flops / 1e9:g}" if t.fp16_flops else "—"
-        table.add_row(t.name, t.role, t.description, f"{t.peak_flops / 1e9:g}", fp16, f"{t.mem_bw / 1e9:g}",
-                      f"{t.efficiency:g}", f"{t.overhead_us:g}", t.source)
-    console.print(table)
+        result.add_row(t.name, t.role, f"{t.peak_flops / 1e9:g}", fp16, f"{t.mem_bw / 1e9:g}", f"{t.efficiency:g}",
+                       f"{t.overhead_us:g}")
+    show(console, result)
+    if not verbose:
+        console.print("--verbose adds each device's description and the source of its figures", highlight=False)
+        return
+    for t in TARGETS.values():
+        console.print(f"[bold]{t.name}[/]: {escape(t.description)}", highlight=False)
+        console.print(f"  source: {escape(t.source)}", highlight=False)
 
 
 def read_inputs(specs: list[str], names: list[str]) -> dict[str, np.ndarray]:
@@ -193,14 +369,12 @@ def read_inputs(specs: list[str], names: list[str]) -> dict[str, np.ndarray]:
 
 
 def print_outputs(console: Console, outputs: dict[str, np.ndarray]) -> None:
-    table = Table(title="Outputs")
-    for column in ("name", "shape", "dtype", "min", "max", "argmax"):
-        table.add_column(column)
+    result = table("Outputs", ["name", "shape", "dtype", "min", "max", "argmax"], right=("min", "max", "argmax"))
     for name, array in outputs.items():
         flat = array.reshape(-1)
-        table.add_row(name, "x".join(map(str, array.shape)), str(array.dtype), f"{flat.min():.4g}",
-                      f"{flat.max():.4g}", str(int(flat.argmax())))
-    console.print(table)
+        result.add_row(name, "x".join(map(str, array.shape)), str(array.dtype), f"{flat.min():.4g}",
+                       f"{flat.max():.4g}", str(int(flat.argmax())))
+    show(console, result)
 
 
 def _codec_text(codec: dict) -> str:
@@ -211,3 +385,28 @@ def _codec_text(codec: dict) -> str:
 def width_text(bits: int, jpeg_quality: int | None = 0) -> str:
     """How a cut is sent: its bits, or ``jpeg q90``."""
     return f"jpeg q{jpeg_quality}" if jpeg_quality else str(bits)
+
+
+def skipped_line(calibration: bytes | str | dict | None) -> str | None:
+    """How many (cut, width) candidates calibration did not run, and why (None when it ran them all)."""
+    if calibration is None:
+        return None
+    data = json.loads(calibration) if isinstance(calibration, (bytes, str)) else calibration
+    entries = data.get("entries", {})
+    reasons = {
+        "pruned": "slower than edge-only or raw float32 at every bandwidth even at their smallest frame",
+        "above_feasible": "slower everywhere than an option already within the bound",
+        "dominated_by": "no smaller than a narrower width that passed",
+    }
+    counts = dict.fromkeys(reasons, 0)
+    for entry in entries.values():
+        for reason in reasons:
+            if entry.get(reason) not in (None, False):
+                counts[reason] += 1
+                break
+    measured = sum(1 for e in entries.values() if e.get("drop") is not None)
+    skipped = sum(counts.values())
+    if not skipped:
+        return f"calibration measured all {measured} (cut, width) candidates"
+    parts = "; ".join(f"{n} {reasons[r]}" for r, n in counts.items() if n)
+    return f"calibration measured {measured} (cut, width) candidates and skipped {skipped}: {parts}"

@@ -19,33 +19,63 @@ def range_summary(adaptive, out: Path) -> dict:
             "plans": index["plans"]}
 
 
-def print_range_report(console: Console, adaptive, out: Path) -> None:
+def print_range_report(console: Console, adaptive, out: Path, typed: str | None = None, verbose: bool = False) -> None:
+    """The plans of a bandwidth range; ``typed`` (the --bw text) sets the units bandwidths are shown in."""
+    from splitc.report import _names, _size, rate_as_typed, show, table
+
     index = adaptive.index
     lo, hi = index["range_Bps"]
-    table = Table(title=f"Plans for {format_bandwidth(lo)} .. {format_bandwidth(hi)} "
-                        f"({index['feasible_options']} feasible options, {index['rtt_ms']:g} ms RTT)")
-    for column in ("plan", "from", "to", "kind", "cut", "bits", "bytes", "ms at from", "ms at to"):
-        table.add_column(column, justify="left" if column in ("plan", "kind", "cut") else "right")
+    low_text, _, high_text = (typed or "").partition("..")
+    span = f"{low_text}..{high_text}" if typed else f"{rate_as_typed(lo)}..{rate_as_typed(hi)}"
+    columns = ["plan", "from", "to", "cut", "bits", "up", "down", "ms at from", "ms at to"]
+    if verbose:
+        columns[3:3] = ["kind"]
+    count = index["feasible_options"]
+    result = table(f"Plans for {span} ({count} feasible option{'s' if count != 1 else ''}, {index['rtt_ms']:g} ms RTT)",
+                   columns, right=("from", "to", "bits", "up", "down", "ms at from", "ms at to"))
     for plan in index["plans"]:
-        cut = ", ".join(plan["cut"][:2]) + (" ..." if len(plan["cut"]) > 2 else "") or "—"
         at_lo, at_hi = plan["predicted_ms"]
-        width = width_text(plan["bits"], plan.get("jpeg_quality"))
-        table.add_row(plan["id"], format_bandwidth(plan["interval_Bps"][0]), format_bandwidth(plan["interval_Bps"][1]),
-                      plan["kind"], cut, width, f"{plan['sent_bytes']:.0f}", f"{at_lo:.2f}", f"{at_hi:.2f}")
-    console.print(table)
-    console.print(f"wrote [green]{out}[/] (plans.json and plans/<id>/)")
+        start, end = plan["interval_Bps"]
+        row = [plan["id"], low_text if start == lo and typed else rate_as_typed(start, typed),
+               high_text if end == hi and typed else rate_as_typed(end, typed),
+               _names(plan["cut"]) if plan["cut"] else "(edge-only)", width_text(plan["bits"], plan.get("jpeg_quality")),
+               _size(plan["sent_bytes"]), _size(plan["returned_bytes"]), f"{at_lo:.2f}", f"{at_hi:.2f}"]
+        if verbose:
+            row[3:3] = [plan["kind"]]
+        result.add_row(*row)
+    show(console, result)
+
+
+def print_serving(console: Console, out: Path, host: str, port: int, tls: bool, token: bool) -> None:
+    """What ``splitc serve`` serves and where (one line per plan)."""
+    from splitc.report import rate_as_typed
+    from splitc.runtime.plans import PlanSet
+
+    plans = PlanSet(out)
+    scheme = "https" if tls else "http"
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"serving {out} on {scheme}://{shown}:{port} (POST /v1/infer, GET /v1/plans, /healthz, /metrics)"
+                  + (", bearer token required" if token else ""), highlight=False)
+    for entry in plans.entries:
+        cut = ", ".join(c["tensor"] for c in entry.plan.get("cut", [])) or "nothing (edge-only)"
+        lo, hi = entry.interval
+        span = "" if (lo, hi) == (0.0, float("inf")) else f" for {rate_as_typed(lo)}..{rate_as_typed(hi)}"
+        console.print(f"  plan {entry.id}{span}: {entry.plan['kind']}, cut {cut}", highlight=False)
 
 
 def print_timing(console: Console, result) -> None:
     """The timing breakdown of a remote run."""
-    table = Table(title=f"Remote run: plan {result.plan_id}" + (" (FALLBACK: ran locally)" if result.fallback else ""))
-    for column in ("edge ms", "encode ms", "network ms", "cloud ms", "decode ms", "total ms", "bytes up",
-                   "bytes down", "attempts"):
-        table.add_column(column, justify="right")
-    table.add_row(*(f"{v:.2f}" for v in (result.edge_ms, result.encode_ms, result.network_ms, result.cloud_ms,
-                                         result.decode_ms, result.total_ms)),
-                  str(result.bytes_up), str(result.bytes_down), str(result.attempts))
-    console.print(table)
+    from splitc.report import _size, show, table
+
+    columns = ["edge ms", "encode ms", "network ms", "cloud ms", "decode ms", "total ms", "up", "down"]
+    timing = table(f"Remote run: plan {result.plan_id}" + (" (FALLBACK: ran locally)" if result.fallback else ""),
+                   columns, right=tuple(columns))
+    timing.add_row(*(f"{v:.2f}" for v in (result.edge_ms, result.encode_ms, result.network_ms, result.cloud_ms,
+                                          result.decode_ms, result.total_ms)),
+                   _size(result.bytes_up), _size(result.bytes_down))
+    show(console, timing)
+    if result.attempts > 1:
+        console.print(f"{result.attempts} attempts", highlight=False)
     if result.error:
         console.print(f"[yellow]cloud unavailable:[/] {result.error}", highlight=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from splitc.errors import ParseError
@@ -28,6 +29,8 @@ def parse_bandwidth(text: str) -> float:
     value = float(number) * _PREFIX[prefix.lower()]
     if unit[0] == "b":
         value /= 8.0
+    if not math.isfinite(value):
+        raise ParseError(f"bad bandwidth {text!r}: it must be a finite number")
     if value <= 0:
         raise ParseError(f"bad bandwidth {text!r}: it must be greater than zero")
     return value
@@ -39,7 +42,10 @@ def parse_time_ms(text: str) -> float:
     if not match:
         raise ParseError(f"bad time {text!r}: expected a number and a unit such as 20ms, 0.1s or 500us")
     number, unit = match.groups()
-    return float(number) * _TIME_UNIT[unit]
+    value = float(number) * _TIME_UNIT[unit]
+    if not math.isfinite(value):
+        raise ParseError(f"bad time {text!r}: it must be a finite number")
+    return value
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -68,12 +74,15 @@ def format_bandwidth(bytes_per_s: float) -> str:
 def parse_fraction(text: str | float) -> float:
     """Parse ``1%`` or ``0.01`` into a fraction."""
     if not isinstance(text, str):
-        return float(text)
+        value = float(text)
+        if not 0.0 <= value <= 1.0:  # also refuses NaN
+            raise ParseError(f"bad fraction {text!r}: it must be between 0 and 1")
+        return value
     raw = text.strip()
     try:
         value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
     except ValueError as exc:
         raise ParseError(f"bad fraction {text!r}: expected a percentage such as 1% or a number such as 0.01") from exc
-    if not 0.0 <= value <= 1.0:
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise ParseError(f"bad fraction {text!r}: it must be between 0% and 100%")
     return value

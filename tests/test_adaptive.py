@@ -144,12 +144,34 @@ def test_estimator_converges_on_a_synthetic_link() -> None:
 def test_switcher_hysteresis() -> None:
     entries = [SimpleNamespace(id="p0", interval=(1e3, 1e5)), SimpleNamespace(id="p1", interval=(1e5, 1e7))]
     plans = SimpleNamespace(entries=entries, for_bandwidth=lambda bw: entries[0] if bw < 1e5 else entries[1])
-    switcher = PlanSwitcher(plans, hysteresis=0.2)
+    switcher = PlanSwitcher(plans, hysteresis=0.2, dwell_s=0.0)
     assert switcher.current.id == "p0" and switcher.select(None).id == "p0"
-    assert switcher.select(1.1e5).id == "p0"  # inside the 20% margin: stay
-    assert switcher.select(1.3e5).id == "p1" and switcher.switches == 1
-    assert switcher.select(0.9e5).id == "p1"  # back inside the margin of p1: stay
-    assert switcher.select(0.5e5).id == "p0" and switcher.switches == 2
+    assert switcher.select(1.1e5, 1).id == "p0"  # inside the 20% margin: stay
+    assert switcher.select(1.3e5, 2).id == "p0" and switcher.pending  # outside once: wait for confirmation
+    assert switcher.select(1.3e5, 2).id == "p0"  # no new evidence: still waiting
+    assert switcher.select(1.3e5, 3).id == "p1" and switcher.switches == 1
+    assert switcher.select(0.9e5, 4).id == "p1"  # back inside the margin of p1: stay
+    assert switcher.select(0.5e5, 5).id == "p1" and switcher.select(0.5e5, 6).id == "p0" and switcher.switches == 2
+    timed = PlanSwitcher(plans, hysteresis=0.2, dwell_s=60.0)
+    assert timed.select(1.3e5, 1).id == "p1"  # the first estimate ever seen switches at once
+    assert [timed.select(0.5e5, k).id for k in range(2, 6)] == ["p1"] * 4  # but then it dwells 60 s
+
+
+def test_estimator_knows_when_a_transfer_carries_no_bandwidth_information() -> None:
+    estimator = BandwidthEstimator()
+    for _ in range(5):
+        estimator.observe_rtt(3.0)
+    estimator.observe_transfer(64_000, 3.0 + 10.0, "probe")  # 6.4 MB/s
+    assert estimator.informative and estimator.bandwidth == pytest.approx(6.4e6, rel=0.01)
+    updates = estimator.updates
+    for ms in (5.5, 6.0, 7.5, 5.2):  # 200-byte requests: overhead and noise, not bandwidth
+        estimator.observe_transfer(200, ms, "infer")
+        assert not estimator.informative
+    assert estimator.updates == updates and estimator.bandwidth == pytest.approx(6.4e6, rel=0.01)
+    assert estimator.base("infer") == 5.2 and estimator.base("rtt") == 3.0
+    for _ in range(2):  # a step down, seen twice: the fit restarts
+        estimator.observe_transfer(64_000, 3.0 + 640.0, "probe")
+    assert estimator.bandwidth == pytest.approx(1e5, rel=0.01)
 
 
 def test_plans_switch_under_a_changing_throttle(adaptive_out: Path) -> None:

@@ -52,7 +52,7 @@ def test_compile_subcommand_json_and_forced_cut(model_path: Path, tmp_path: Path
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["cut"] == ["block2/relu"] and summary["kind"] == "split"
-    assert sorted(p.name for p in out.iterdir()) == ["cloud.onnx", "edge.onnx", "plan.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".splitc-output.json", "cloud.onnx", "edge.onnx", "plan.json"]
 
 
 def test_input_shape_flag(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def _bad_inputs(tmp_path: Path, model_path: Path) -> dict[str, tuple[list[str], 
         "bad rtt": ([m, "--rtt", "soon"], "bad time 'soon'"),
         "bad shape string": ([m, "--input-shape", "input=1x3xfoo"], "bad shape"),
         "dynamic dimension": ([str(dynamic)], "dynamic dimension 2 (height)"),
-        "bad cut": ([m, "--cut", "block3/a/relu"], "also crosses"),
+        "bad cut": ([m, "--cut", "block3/a/relu"], "add it to the cut"),
     }
 
 

@@ -118,7 +118,7 @@ def test_edge_half_is_an_aarch64_elf(tmp_path, target, cpu):
     split = compile_split(zoo.build("resnet_blocks"), ["block2/relu"], target=target)
     with pytest.warns(TVMWarning, match="cloud half"):
         out = split.save(tmp_path / "out", backend="tvm")
-    assert sorted(p.name for p in out.iterdir()) == ["cloud.so", "edge.so", "plan.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".splitc-output.json", "cloud.so", "edge.so", "plan.json"]
     assert elf_machine(out / "edge.so") == (b"\x7fELF", 2, EM_AARCH64)  # 64-bit, machine AArch64
     plan = json.loads((out / "plan.json").read_text())
     import tvm

@@ -45,7 +45,7 @@ def _cut_entry(graph: Graph, name: str, cloud_nodes: set[str], choice, books: di
         "bits": bits,
         "axis": enc.axis if enc is not None else None,
         "wire": enc.wire_names() if enc is not None else [name],
-        "codec": _codec_entry(enc, books),
+        "codec": _codec_entry(enc, books) if value.dtype.kind == "f" else {"name": "array"},
         "predicted_bytes": value.nbytes,
         "predicted_drop": 0.0,
     }
@@ -118,9 +118,19 @@ def _selection(choice, link: dict) -> dict | None:
         "metric": choice.table.metric if choice.table is not None else None,
         "accuracy_checked": choice.checked,
         "float_score": choice.table.float_score if choice.table is not None else None,
-        "chosen": option_summary(choice.option, bw, rtt),
-        "runners_up": [option_summary(o, bw, rtt) for o in choice.ranked[1:6]],
+        "confidence": choice.table.confidence if choice.table is not None else None,
+        "samples": choice.table.samples if choice.table is not None else None,
+        "chosen": _certified(option_summary(choice.option, bw, rtt), choice),
+        "runners_up": [_certified(option_summary(o, bw, rtt), choice, o) for o in choice.ranked[1:6]],
     }
+
+
+def _certified(summary: dict, choice, option=None) -> dict:
+    """An option's summary plus its certified bound (None when nothing was measured) and bytes sent back."""
+    option = option or choice.option
+    summary["drop_bound"] = option.drop + option.drop_se if choice.checked else None
+    summary["returned_bytes"] = option.returned_bytes
+    return summary
 
 
 def _costs(graph: Graph, costs: CostTable, cloud_nodes: set[str]) -> dict:
@@ -172,6 +182,7 @@ def build_manifest(
             "flops": float(sum(n.flops for n in graph.data_nodes)),
             "inputs": [tensor_entry(graph, v.name) for v in graph.inputs],
             "outputs": [tensor_entry(graph, v.name) for v in graph.outputs],
+            "shapes": graph.shape_report.to_json() if getattr(graph, "shape_report", None) is not None else None,
         },
         "targets": {"edge": edge[1], "cloud": cloud_target},
         "link": link,

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+
+from splitc.ir.proto import larger_than
 from onnx import helper
 
 from splitc.frontend.build import subgraph_captures
@@ -104,7 +106,7 @@ def cloud_spec(cloud_nodes: list[str], cut: list[str], returned: list[str]) -> H
 
 def check_half(model: onnx.ModelProto) -> None:
     """Full ONNX check (strict shape inference included)."""
-    if model.ByteSize() <= _TWO_GB:
+    if not larger_than(model, _TWO_GB):
         onnx.checker.check_model(model, full_check=True)
 
 
@@ -116,7 +118,7 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def save_half(model: onnx.ModelProto, path: Path) -> None:
     """Save a half; halves over 2 GB keep their weights in ``<file>.data``."""
-    if model.ByteSize() > _TWO_GB:
+    if larger_than(model, _TWO_GB):
         model = _copy(model)  # saving with external data rewrites the tensors in place
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)

@@ -8,6 +8,7 @@ import onnx
 
 from splitc.frontend.build import build_graph, name_nodes, subgraph_captures
 from splitc.frontend.loader import file_sha256, load_model
+from splitc.frontend.resolve import ShapeReport, resolve_shapes
 from splitc.frontend.shapes import fix_input_shapes, infer_shapes, real_inputs
 from splitc.ir.graph import Graph
 
@@ -26,8 +27,9 @@ def import_model(
         proto, name, sha = load_model(path), path.stem, file_sha256(path)
     name_nodes(proto)
     fix_input_shapes(proto, input_shapes)
-    inferred = infer_shapes(proto)
-    return build_graph(inferred, name=name, sha256=sha)
+    inferred, report = resolve_shapes(proto)
+    graph = build_graph(inferred, name=name, sha256=sha, shape_report=report)
+    return graph
 
 
 def _proto_sha256(model: onnx.ModelProto) -> str:
@@ -42,6 +44,8 @@ __all__ = [
     "build_graph",
     "fix_input_shapes",
     "infer_shapes",
+    "resolve_shapes",
+    "ShapeReport",
     "real_inputs",
     "subgraph_captures",
     "file_sha256",

@@ -76,7 +76,7 @@ def name_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
-def build_graph(model: onnx.ModelProto, name: str = "model", sha256: str = "") -> Graph:
+def build_graph(model: onnx.ModelProto, name: str = "model", sha256: str = "", shape_report=None) -> Graph:
     """Lower a shape-inferred model to the IR; data tensors must have static shapes."""
     types = _type_table(model)
     values: dict[str, Value] = {}
@@ -98,6 +98,7 @@ def build_graph(model: onnx.ModelProto, name: str = "model", sha256: str = "") -
         values[out.name].is_graph_output = True
         outputs.append(values[out.name])
     graph = Graph(model, nodes, values, inputs, outputs, name=name, sha256=sha256)
+    graph.shape_report = shape_report
     _check_static_shapes(graph)
     for node in graph.nodes:
         node.flops = node_flops(node)
@@ -125,5 +126,5 @@ def _check_static_shapes(graph: Graph) -> None:
                 raise ShapeError(
                     f"cannot infer the shape of {value.name!r} (output of node {node.name!r}, op "
                     f"{node.domain + '.' if node.domain else ''}{node.op_type}); "
-                    "set static input shapes with --input-shape, or the op has no shape inference"
+                    "fix every input shape with --input-shape"
                 )

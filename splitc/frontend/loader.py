@@ -6,6 +6,8 @@ import hashlib
 from pathlib import Path
 
 import onnx
+
+from splitc.ir.proto import larger_than
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
@@ -74,7 +76,7 @@ def _check_opset(model: onnx.ModelProto, path: Path) -> None:
 
 def _check(model: onnx.ModelProto, path: Path) -> None:
     try:
-        if model.ByteSize() > _TWO_GB:
+        if larger_than(model, _TWO_GB):
             onnx.checker.check_model(str(path))
         else:
             onnx.checker.check_model(model)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import onnx
 
+from splitc.ir.proto import larger_than
+
 from splitc.errors import ShapeError
 
 _TWO_GB = 2**31 - 1
@@ -78,10 +80,10 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     Protobuf cannot hold more than 2 GB, so larger models are inferred on a
     skeleton whose big weights are typed graph inputs instead of data.
     """
-    if model.ByteSize() <= _TWO_GB:
+    if not larger_than(model, _TWO_GB):
         return _infer(model)
-    skeleton = _skeleton(model)
-    inferred = _infer(skeleton)
+    shell = skeleton(model)
+    inferred = _infer(shell)
     result = onnx.ModelProto()
     result.CopyFrom(model)
     known = {i.name for i in [*model.graph.input, *model.graph.output]}
@@ -97,7 +99,7 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         raise ShapeError(f"shape inference failed: {str(exc).strip().splitlines()[0]}") from exc
 
 
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with every weight over ``_BIG_WEIGHT`` bytes replaced by a typed graph input."""
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
@@ -113,3 +115,6 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     declared = {i.name for i in skeleton.graph.input}
     skeleton.graph.input.extend(t for t in typed if t.name not in declared)
     return skeleton
+
+
+_skeleton = skeleton

@@ -127,6 +127,12 @@ class Graph:
         self.outputs = outputs
         self.name = name
         self.sha256 = sha256
+        self.shape_report = None  # splitc.frontend.resolve.ShapeReport, when built by the frontend
+
+    @property
+    def data_dependent(self) -> dict[str, str]:
+        """Tensors whose shape depends on input values, with the reason: they never cross the network."""
+        return dict(self.shape_report.data_dependent) if self.shape_report is not None else {}
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)

@@ -7,8 +7,11 @@ resized to the input's spatial size, scaled to [0, 1] (divided by ``scale``,
 out as ``nchw`` or ``nhwc``. Images in sub-folders whose names are whole
 numbers get those numbers as labels.
 
-``--preprocess`` changes the defaults, e.g.
-``mean=0.485/0.456/0.406,std=0.229/0.224/0.225,layout=nchw,scale=255``.
+``--preprocess`` must say how, e.g.
+``mean=0.485/0.456/0.406,std=0.229/0.224/0.225,layout=nchw,scale=255``, or
+``none`` for the defaults (pixels / 255, no normalisation). The compile stores
+it in ``plan.json`` (``preprocess``), and ``splitc run``, ``EdgeClient`` and
+``Pipeline`` prepare image inputs the same way (``splitc.runtime.image_input``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class Preprocess:
     def parse(cls, text: str | None) -> "Preprocess":
         """``key=value`` pairs joined by commas; lists joined by '/'."""
         result = cls()
+        if (text or "").strip().lower() == "none":
+            return result
         for item in filter(None, (text or "").split(",")):
             key, sep, value = item.partition("=")
             try:
@@ -53,6 +58,23 @@ class Preprocess:
             if not sep:
                 raise CalibrationError(f"bad --preprocess item {item!r}: expected key=value")
         return result
+
+
+    def to_json(self) -> dict:
+        """The form ``plan.json`` stores (``preprocess``) and the runtime reads."""
+        return {"mean": list(self.mean), "std": list(self.std), "layout": self.layout, "scale": self.scale}
+
+
+IMAGENET = "mean=0.485/0.456/0.406,std=0.229/0.224/0.225,scale=255"
+
+
+def require(folder: str | Path, text: str | None) -> "Preprocess":
+    """The preprocessing of an image folder, which must be given: guessing it silently skews the accuracy."""
+    if text is None:
+        raise CalibrationError(
+            f"--calib {folder} is a folder of images: say how the model expects them with --preprocess, e.g. "
+            f"--preprocess {IMAGENET} (ImageNet), or --preprocess none for pixels / 255 without normalisation")
+    return Preprocess.parse(text)
 
 
 def _geometry(shape: list[int], layout: str) -> tuple[int, int, int]:

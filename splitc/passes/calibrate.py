@@ -10,6 +10,14 @@ bit for bit), and the outputs are scored against the float model's:
 * ``rel-l2``: the mean relative L2 error ``||y' - y|| / ||y||`` of the outputs,
   for models that are not classifiers.
 
+Every measured drop comes with its certified upper bound at the current
+confidence level (``splitc.passes.confidence``; ``--confidence``, 95% by
+default): Clopper–Pearson on the flips for agreement, a paired bound on the
+discordant pairs for labelled top-1, a one-sided t bound for rel-l2. An entry
+holds ``drop`` (measured), ``bound`` (certified) and ``drop_se`` = ``bound -
+drop``, the margin the selection adds to the drop (the key keeps its old name
+so that callers that pass ``(drop, drop_se)`` on check the certified bound).
+
 Sizes are whole frames (headers included) from the runtime codec with a
 codebook trained on the calibration tensors, as the plan ships it.
 """
@@ -18,6 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,11 +39,17 @@ import onnxruntime as ort
 from onnx import helper
 
 from splitc.errors import SplitcError
+from splitc.passes import confidence as conf
 from splitc.passes.qdq import Encoding, encoding_for, round_trip, simulate, width_order
 from splitc.runtime import codec
 
 METRICS = ("auto", "top1", "rel-l2")
-CACHE_VERSION = 4
+CACHE_VERSION = 5  # 5: certified bounds (``bound``; ``drop_se`` is the margin bound - drop)
+EXACT = {"drop": 0.0, "drop_se": 0.0, "bound": 0.0, "exact": True}
+
+
+class CalibrationWarning(UserWarning):
+    """The calibration data cannot support the bound asked for, or is degenerate."""
 
 
 class CalibrationError(SplitcError):
@@ -49,9 +66,9 @@ class CalibrationSet:
 def load(path: str | Path, inputs: list[dict], preprocess: str | None = None) -> CalibrationSet:
     """Calibration data from an ``.npz`` or a folder of images (see ``calib_images``)."""
     if Path(path).is_dir():
-        from splitc.passes.calib_images import Preprocess, load_folder
+        from splitc.passes.calib_images import load_folder, require
 
-        return load_folder(path, inputs, Preprocess.parse(preprocess))
+        return load_folder(path, inputs, require(path, preprocess))
     return load_npz(path, inputs)
 
 
@@ -93,6 +110,11 @@ def _split_samples(arrays: dict, inputs: list[dict], digest: str, label: str) ->
                     f"--calib {label}: samples of {spec['name']!r} have shape {list(array.shape)}, "
                     f"the model wants {spec['shape']}"
                 )
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                rows = np.isfinite(array).reshape(len(array), -1) if array.ndim else np.isfinite(array).reshape(1, 1)
+                bad = start + int(np.argmax(~rows.all(axis=1)))
+                raise CalibrationError(f"--calib {label}: sample {bad} of input {spec['name']!r} holds NaN or "
+                                       f"infinite values")
             sample[spec["name"]] = array
         samples.append(sample)
     labels = arrays.get("labels")
@@ -113,6 +135,10 @@ class Table:
     entries: dict[str, dict[str, float]] = field(default_factory=dict)
     float_quality: np.ndarray | None = field(default=None, repr=False)
     link: list[float] | None = None  # the bandwidth range (bytes/s) the skipped entries were skipped for
+    samples: int = 0
+    labelled: bool = False
+    confidence: float = conf.DEFAULT_CONFIDENCE
+    notes: list[str] = field(default_factory=list)  # degenerate-data warnings found while measuring
 
     @staticmethod
     def entry_key(cut: tuple[str, ...], bits: int) -> str:
@@ -123,11 +149,31 @@ class Table:
 
     def to_json(self) -> dict:
         return {"version": CACHE_VERSION, "metric": self.metric, "key": self.key,
-                "float_score": self.float_score, "link": self.link, "entries": self.entries}
+                "float_score": self.float_score, "link": self.link, "samples": self.samples,
+                "labelled": self.labelled, "confidence": self.confidence, "notes": self.notes,
+                "entries": self.entries}
 
     @classmethod
     def from_json(cls, data: dict) -> "Table":
-        return cls(data["metric"], data["key"], data["float_score"], data["entries"], link=data.get("link"))
+        return cls(data["metric"], data["key"], data["float_score"], data["entries"], link=data.get("link"),
+                   samples=data.get("samples", 0), labelled=data.get("labelled", False),
+                   confidence=data.get("confidence", conf.DEFAULT_CONFIDENCE), notes=list(data.get("notes", [])))
+
+    def smallest_bound(self) -> float | None:
+        """The bound of a candidate that changes nothing on this set (None: it can reach 0)."""
+        return conf.smallest_bound(self.metric, self.samples, self.labelled, self.confidence)
+
+    def too_small(self, max_drop: float) -> str | None:
+        """One line when no measured candidate could ever be certified within ``max_drop``, else None."""
+        floor = self.smallest_bound()
+        if floor is None or floor <= max_drop + 1e-12:
+            return None
+        needed = conf.samples_needed(self.metric, max_drop, self.labelled, self.confidence)
+        could = f"{needed} samples could" if needed else "no finite set can certify a zero drop"
+        kind = "labelled calibration samples" if self.labelled else "calibration samples"
+        return (f"{self.samples} {kind} cannot certify a drop of at most {max_drop:.2%} at "
+                f"{self.confidence:.0%} confidence (even with no flips the bound is {floor:.2%}); {could}. "
+                f"Choosing among exact options (edge-only, raw float32).")
 
 
 def choose_metric(metric: str, outputs: list[dict], has_labels: bool) -> str:
@@ -142,8 +188,9 @@ def choose_metric(metric: str, outputs: list[dict], has_labels: bool) -> str:
 
 def cache_key(model_sha: str, calib: CalibrationSet, cuts, bits, metric: str, axis, codec_name: str,
               bound: float | None = None, edge_precision: str = "fp32") -> str:
+    """The key of a calibration table (the confidence level in force is part of it)."""
     text = json.dumps([CACHE_VERSION, model_sha, calib.sha256, sorted(map(list, cuts)), list(bits), metric,
-                       axis, codec_name, bound, edge_precision])
+                       axis, codec_name, bound, edge_precision, conf.current()])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -182,12 +229,26 @@ def score(metric: str, outputs: list[np.ndarray], reference: list[np.ndarray], l
     return float(per_sample(metric, outputs, reference, labels).mean())
 
 
-def drop_and_error(float_quality: np.ndarray, quality: np.ndarray) -> tuple[float, float]:
-    """The mean drop and its standard error, from the paired per-sample differences."""
-    diff = float_quality - quality
-    n = len(diff)
-    se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    return float(diff.mean()), se
+def drop_entry(metric: str, float_quality: np.ndarray, quality: np.ndarray, labelled: bool) -> dict[str, float]:
+    """The measured drop, its certified bound at the current confidence, and the margin between them."""
+    drop, bound = conf.drop_bound(metric, float_quality, quality, labelled)
+    return {"drop": drop, "drop_se": bound - drop, "bound": bound}
+
+
+def degenerate(metric: str, reference: list[np.ndarray]) -> list[str]:
+    """Warnings about calibration data that makes the measured drop meaningless."""
+    n = len(reference)
+    if n == 0:
+        return []
+    if n > 1 and all(np.array_equal(reference[0], r) for r in reference[1:]):
+        return [f"calibration data is degenerate: the float model gives the same output for all {n} samples, "
+                "so any cut looks exact; use representative inputs"]
+    if metric == "top1" and n > 1:
+        classes = {int(r.reshape(-1).argmax()) for r in reference}
+        if len(classes) == 1:
+            return [f"calibration data is degenerate: the float model predicts class {classes.pop()} for all {n} "
+                    "samples, so agreement says little; use representative inputs (or labels)"]
+    return []
 
 
 @dataclass
@@ -240,19 +301,20 @@ def _run_rewritten(model, tensors, types, calib, edge_rewrite) -> Measurement:
 def edge_only_drop(meas: Measurement, calib: CalibrationSet, metric: str) -> dict[str, float]:
     """The drop of running the whole model as the edge does (float16), against the float model."""
     if meas.edge_outputs is None:
-        return {"bytes": 0.0, "drop": 0.0, "drop_se": 0.0}
+        return {"bytes": 0.0, **EXACT}
     reference = [o[meas.first_output] for o in meas.outputs]
     got = [o[meas.first_output] for o in meas.edge_outputs]
-    drop, se = drop_and_error(per_sample(metric, reference, reference, calib.labels),
-                              per_sample(metric, got, reference, calib.labels))
-    return {"bytes": 0.0, "drop": drop, "drop_se": se}
+    return {"bytes": 0.0, **drop_entry(metric, per_sample(metric, reference, reference, calib.labels),
+                                       per_sample(metric, got, reference, calib.labels), calib.labels is not None)}
 
 
 def frame_bytes(arrays: list[np.ndarray], enc: Encoding, book: codec.Codebook | None) -> float:
     """Mean frame size of one tensor over the calibration samples."""
     sizes = []
     for x in arrays:
-        if enc.bits == 32:
+        if enc.exact_array:  # a plain-array record: dtype, rank, shape, then the values
+            sizes.append(4 + 4 * np.ndim(x) + np.asarray(x).nbytes)
+        elif enc.bits == 32:
             sizes.append(len(codec.encode(x, 32)))
         elif enc.bits == 16:
             sizes.append(len(codec.encode(x.astype(np.float16), 16)))
@@ -272,6 +334,20 @@ def train_codebook(arrays: list[np.ndarray], enc: Encoding) -> codec.Codebook | 
     if enc.bits > 8 or enc.codec != "huffman":
         return None
     return codec.Codebook.train([simulate(x, enc)[0] for x in arrays], enc.bits)
+
+
+_progress_hook: ContextVar[Callable[[int, int, float], None] | None] = ContextVar("splitc_calibration_progress",
+                                                                                default=None)
+
+
+@contextmanager
+def reporting(hook: Callable[[int, int, float], None]):
+    """Inside the block, ``measure`` reports ``hook(cuts done, cuts, seconds so far)`` after each cut."""
+    token = _progress_hook.set(hook)
+    try:
+        yield
+    finally:
+        _progress_hook.reset(token)
 
 
 def measure(
@@ -294,7 +370,8 @@ def measure(
     ``bits`` lists the widths (bit widths, and ``qdq.jpeg_width(q)`` for JPEG
     coding), or gives them per cut when it is a callable.
 
-    With ``passes(drop, se)`` (the accuracy bound) the widths of a cut are
+    With ``passes(drop, margin)`` (the accuracy bound: ``drop + margin``,
+    the certified bound, within ``max_drop``) the widths of a cut are
     tried narrowest first, and once one passes, a wider width that is no
     smaller on the wire is not run through the cloud half: it could never be
     chosen (same cut, same times, more bytes). Its entry keeps its size and
@@ -306,9 +383,18 @@ def measure(
     ``on_feasible(cut, bytes)`` hears of every width that passes, so that the
     caller's test can tighten as the feasible options improve.
     """
+    if progress is None and _progress_hook.get() is not None:
+        hook, started = _progress_hook.get(), time.monotonic()
+
+        def progress(done: int, total: int) -> None:
+            hook(done, total, time.monotonic() - started)
+
+        progress(0, len(cuts))
     reference = [o[meas.first_output] for o in meas.outputs]
-    table = Table(metric, key, score(metric, reference, reference, calib.labels))
+    table = Table(metric, key, score(metric, reference, reference, calib.labels), samples=len(calib.samples),
+                  labelled=calib.labels is not None, confidence=conf.current())
     table.float_quality = per_sample(metric, reference, reference, calib.labels)
+    table.notes = degenerate(metric, reference)
     for done, cut in enumerate(cuts):
         widths = bits(cut) if callable(bits) else bits
         if worth is not None and not worth(cut, None):
@@ -354,17 +440,18 @@ def cut_bytes(meas: Measurement, cut: tuple[str, ...], bits: int | str, axis: in
 
 
 def _encodings(meas: Measurement, cut, bits: int | str, axis: int | None, codec_name: str) -> list[Encoding]:
-    return [encoding_for(t, bits, axis if meas.activations[0][t].ndim > 1 else None, codec_name) for t in cut]
+    first = meas.activations[0]
+    return [encoding_for(t, bits, axis if first[t].ndim > 1 else None, codec_name, first[t].dtype) for t in cut]
 
 
 def _drop(session, meas, calib, cut, bits, axis, codec_name, table) -> dict[str, float]:
-    """The accuracy drop (and its standard error) of sending ``cut`` at ``bits``."""
+    """The accuracy drop (measured, and its certified bound) of sending ``cut`` at ``bits``."""
     if session is None:  # nothing runs on the cloud: the edge computes the outputs
         found = edge_only_drop(meas, calib, table.metric)
-        return {"drop": found["drop"], "drop_se": found["drop_se"]}
-    if bits == 32 and meas.edge_outputs is None:
-        return {"drop": 0.0, "drop_se": 0.0}  # float32 activations of a float32 prefix: exact
+        return {k: v for k, v in found.items() if k != "bytes"}
     encodings = _encodings(meas, cut, bits, axis, codec_name)
+    if all(e.bits == 32 for e in encodings) and meas.edge_outputs is None:
+        return dict(EXACT)  # raw activations of a float32 prefix: exact
     names = [o.name for o in session.get_outputs()]
     outputs = []
     for acts, float_out in zip(meas.activations, meas.outputs):
@@ -373,5 +460,4 @@ def _drop(session, meas, calib, cut, bits, axis, codec_name, table) -> dict[str,
         outputs.append(got.get(meas.first_output, float_out[meas.first_output]))
     reference = [o[meas.first_output] for o in meas.outputs]
     quality = per_sample(table.metric, outputs, reference, calib.labels)
-    drop, se = drop_and_error(table.float_quality, quality)
-    return {"drop": drop, "drop_se": se}
+    return drop_entry(table.metric, table.float_quality, quality, calib.labels is not None)

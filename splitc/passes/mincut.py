@@ -306,4 +306,4 @@ def _segment_transfers(problem, cut_values, segment, on_cloud, k) -> np.ndarray:
     read_on_cloud = np.zeros(m, dtype=bool)
     read_on_cloud[value_of[on_cloud[problem.cons_idx]]] = True
     sent = from_edge & read_on_cloud
-    return np.bincount(seg_of_value, weights=problem.transfer_ms * sent, minlength=k + 1)
+    return np.bincount(seg_of_value, weights=np.where(sent, problem.transfer_ms, 0.0), minlength=k + 1)

@@ -99,6 +99,8 @@ class PartitionResult:
             on_cloud = np.zeros(self.problem.num_nodes, bool) if j < 0 else self.solution.assignment(int(j))
             part = make_partition(self.problem, on_cloud)
             key = tuple(part.cloud_nodes)
+            if _sends_pinned(self.problem, on_cloud):
+                continue  # sends a tensor that must not cross: never a candidate
             if key not in seen:
                 seen.add(key)
                 found.append(part)
@@ -135,42 +137,86 @@ def partition(problem: SplitProblem) -> PartitionResult:
     )
 
 
+def _sends_pinned(problem: SplitProblem, on_cloud: np.ndarray) -> bool:
+    if problem.pinned is None:
+        return False
+    return bool(problem.pinned[evaluate(problem, on_cloud).up_values].any())
+
+
 def forced_partition(problem: SplitProblem, tensors: list[str]) -> Partition:
     """The partition that sends exactly ``tensors`` to the cloud (``[]`` means edge-only).
 
-    Every node downstream of a sent tensor runs on the cloud, everything else
-    on the edge; the cut is valid only if nothing else crosses.
+    A node must stay on the edge when it produces a sent tensor, when it reads
+    a tensor that is not sent but is computed on the edge (or is a graph input),
+    or when it feeds an edge node. Every other node runs on the cloud: this is
+    the largest cloud side on which nothing but ``tensors`` crosses, so any
+    valid assignment that sends exactly ``tensors`` is contained in it, and it
+    sends all of them whenever some valid assignment does. A sent tensor may
+    be computed from another sent tensor (the cloud may need both).
     """
-    names = problem.value_names or []
+    names = problem.value_names or [str(i) for i in range(problem.num_values)]
     index = {name: i for i, name in enumerate(names)}
     unknown = [t for t in tensors if t not in index]
     if unknown:
-        raise CutError(f"--cut names {unknown[0]!r}, which is not a tensor that can be sent (not an activation of the model)")
-    chosen = [index[t] for t in tensors]
-    on_cloud = _downstream(problem, chosen)
+        raise CutError(f"cut names {unknown[0]!r}, which is not a tensor that can be sent (not an activation of the model)")
+    chosen = sorted({index[t] for t in tensors})
     for i in chosen:
-        if problem.cons_ptr[i] == problem.cons_ptr[i + 1]:
-            raise CutError(f"--cut tensor {names[i]!r} has no consumer, so sending it computes nothing")
-        prod = problem.producer[i]
-        if prod >= 0 and on_cloud[prod]:
-            raise CutError(f"--cut tensor {names[i]!r} is computed from another cut tensor; cut one or the other")
-    part = make_partition(problem, on_cloud)
-    extra = sorted(set(part.cut_values) - set(tensors))
-    if extra:
-        raise CutError(f"--cut is not a valid cut: tensor {extra[0]!r} also crosses from edge to cloud; add it to --cut")
-    return part
+        if problem.pinned is not None and problem.pinned[i]:
+            raise CutError(f"cut tensor {names[i]!r} cannot be sent: its shape depends on the input values "
+                           "(see `splitc inspect`)")
+    on_cloud = ~_edge_bound(problem, chosen)
+    for i in chosen:
+        readers = problem.cons_idx[problem.cons_ptr[i] : problem.cons_ptr[i + 1]]
+        if len(readers) == 0:
+            raise CutError(f"cut tensor {names[i]!r} has no consumer, so sending it computes nothing")
+        if not on_cloud[readers].any():
+            missing = _missing_tensors(problem, chosen)
+            hint = f"; its readers also need {', '.join(repr(names[v]) for v in missing[:3])}: add " \
+                   f"{'it' if len(missing) == 1 else 'them'} to the cut" if missing else ""
+            raise CutError(f"cut tensor {names[i]!r} cannot be sent: every node that reads it must stay on the "
+                           f"edge{hint}")
+    return make_partition(problem, on_cloud)
 
 
-def _downstream(problem: SplitProblem, values: list[int]) -> np.ndarray:
-    """Nodes reachable from the given values (nodes are in topological order)."""
+def _missing_tensors(problem: SplitProblem, chosen: list[int]) -> list[int]:
+    """Edge tensors that would also cross if every reader of ``chosen`` (and what follows) ran on the cloud."""
     on_cloud = np.zeros(problem.num_nodes, dtype=bool)
-    start = problem.cons_idx[np.concatenate([np.arange(problem.cons_ptr[v], problem.cons_ptr[v + 1]) for v in values])] if values else []
-    on_cloud[start] = True
-    outputs_of: dict[int, list[int]] = {}
+    for v in chosen:
+        on_cloud[problem.cons_idx[problem.cons_ptr[v] : problem.cons_ptr[v + 1]]] = True
+    order = np.argsort(np.where(problem.producer >= 0, problem.producer, -1), kind="stable")
+    for v in order:
+        p = problem.producer[v]
+        if p >= 0 and on_cloud[p]:
+            on_cloud[problem.cons_idx[problem.cons_ptr[v] : problem.cons_ptr[v + 1]]] = True
+    crossing = evaluate(problem, on_cloud).up_values
+    return [int(v) for v in crossing if int(v) not in set(chosen)]
+
+
+def _edge_bound(problem: SplitProblem, chosen: list[int]) -> np.ndarray:
+    """Nodes that must run on the edge when only the values ``chosen`` may cross."""
+    sent = np.zeros(problem.num_values, dtype=bool)
+    sent[chosen] = True
+    outputs_of: list[list[int]] = [[] for _ in range(problem.num_nodes)]
     for v in np.flatnonzero(problem.producer >= 0):
-        outputs_of.setdefault(int(problem.producer[v]), []).append(int(v))
-    for node in range(problem.num_nodes):
-        if on_cloud[node]:
-            for v in outputs_of.get(node, []):
-                on_cloud[problem.cons_idx[problem.cons_ptr[v] : problem.cons_ptr[v + 1]]] = True
-    return on_cloud
+        outputs_of[int(problem.producer[v])].append(int(v))
+    inputs_of: list[list[int]] = [[] for _ in range(problem.num_nodes)]
+    for v in range(problem.num_values):
+        for c in problem.cons_idx[problem.cons_ptr[v] : problem.cons_ptr[v + 1]]:
+            inputs_of[int(c)].append(v)
+    on_edge = np.zeros(problem.num_nodes, dtype=bool)
+    stack = [int(problem.producer[v]) for v in chosen if problem.producer[v] >= 0]
+    for v in np.flatnonzero((problem.producer < 0) & ~sent):  # unsent graph inputs are read on the edge only
+        stack.extend(int(c) for c in problem.cons_idx[problem.cons_ptr[v] : problem.cons_ptr[v + 1]])
+    while stack:
+        node = stack.pop()
+        if on_edge[node]:
+            continue
+        on_edge[node] = True
+        for v in inputs_of[node]:  # an edge node's producers are on the edge
+            if problem.producer[v] >= 0 and not on_edge[problem.producer[v]]:
+                stack.append(int(problem.producer[v]))
+        for v in outputs_of[node]:  # an unsent edge tensor is read on the edge only
+            if not sent[v]:
+                stack.extend(int(c) for c in problem.cons_idx[problem.cons_ptr[v] : problem.cons_ptr[v + 1]]
+                             if not on_edge[c])
+    return on_edge

@@ -34,6 +34,9 @@ class SplitProblem:
     # Optional measured times, NaN where unknown (read at cut vertices; see splitc.profiling.segments):
     edge_prefix_ms: np.ndarray | None = None  # (m,) edge latency of everything value x depends on
     cloud_suffix_ms: np.ndarray | None = None  # (m,) cloud latency of everything that depends on x
+    # Values that must not cross (data-dependent shapes): crossing one costs ``penalty_ms``, more than any
+    # assignment that crosses none, so the exact optimum never sends one while edge-only is possible.
+    pinned: np.ndarray | None = None  # (m,) bool
 
     @property
     def num_nodes(self) -> int:
@@ -45,8 +48,19 @@ class SplitProblem:
 
     @property
     def transfer_ms(self) -> np.ndarray:
-        """Time on the wire of each value alone, without the round trip."""
-        return self.nbytes / self.bandwidth * 1e3
+        """Time on the wire of each value alone, without the round trip (``penalty_ms`` for pinned values)."""
+        wire = self.nbytes / self.bandwidth * 1e3
+        if self.pinned is None or not self.pinned.any():
+            return wire
+        return np.where(self.pinned, self.penalty_ms, wire)
+
+    @property
+    def penalty_ms(self) -> float:
+        """A finite cost above every assignment that sends no pinned value (edge-only is one)."""
+        measured = [a[~np.isnan(a)].sum() for a in (self.edge_prefix_ms, self.cloud_suffix_ms) if a is not None]
+        free = self.nbytes[~self.pinned] if self.pinned is not None else self.nbytes
+        return 2.0 * (float(self.edge_ms.sum() + self.cloud_ms.sum()) + self.rtt_ms + float(sum(measured))
+                      + float(free.sum()) / self.bandwidth * 1e3 * 2 + 1.0)
 
     def value_of_consumer_edge(self) -> np.ndarray:
         """For every entry of ``cons_idx``, the value it consumes."""
@@ -98,6 +112,8 @@ def evaluate(problem: SplitProblem, on_cloud: np.ndarray) -> Breakdown:
     down_bytes = int(problem.nbytes[down].sum())
     crossing = len(up) + len(down) > 0
     transfer = (problem.rtt_ms if crossing else 0.0) + (up_bytes + down_bytes) / problem.bandwidth * 1e3
+    if problem.pinned is not None and problem.pinned[up].any():
+        transfer += problem.penalty_ms * int(problem.pinned[up].sum())
     edge_ms, cloud_ms = float(problem.edge_ms[~on_cloud].sum()), float(problem.cloud_ms[on_cloud].sum())
     if problem.edge_prefix_ms is not None or problem.cloud_suffix_ms is not None:
         from splitc.profiling.segments import measured_sides
@@ -140,7 +156,9 @@ def problem_from_graph(graph: Graph, costs: CostTable, bandwidth: float, rtt_ms:
     ptr = np.zeros(len(values) + 1, dtype=np.int64)
     ptr[1:] = np.cumsum([len(c) for c in consumers])
     flat = np.fromiter((i for c in consumers for i in c), dtype=np.int64, count=int(ptr[-1]))
+    pinned = np.array([v.name in graph.data_dependent for v in values], dtype=bool)
     return SplitProblem(
+        pinned=pinned if pinned.any() else None,
         edge_ms=np.asarray(costs.edge_ms, dtype=np.float64),
         cloud_ms=np.asarray(costs.cloud_ms, dtype=np.float64),
         producer=np.array([index[id(v.producer)] if v.producer is not None else -1 for v in values], dtype=np.int64),

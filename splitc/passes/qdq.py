@@ -38,12 +38,20 @@ class Encoding:
     axis: int | None = None  # per-channel axis; None quantizes per tensor
     codec: str = "none"  # "huffman", "none", or "jpeg" (lossy; 8 bits, per tensor, image-shaped)
     quality: int = 0  # JPEG quality 1..100 (codec "jpeg" only)
+    dtype: str = "float32"  # the tensor's dtype; integer and bool tensors are only ever sent exactly (bits 32)
 
     def __post_init__(self) -> None:
         if self.bits not in QUANT_BITS + RAW_BITS:
             raise ValueError(f"bits must be 1..8, 16 or 32, not {self.bits}")
+        if not is_float(self.dtype) and (self.bits != 32 or self.codec != "none"):
+            raise ValueError(f"a {self.dtype} tensor is sent exactly: bits 32 and no codec")
         if self.codec == "jpeg" and (self.bits != 8 or self.axis is not None or not 1 <= self.quality <= 100):
             raise ValueError("a JPEG-coded tensor needs 8 bits, a per-tensor range and a quality of 1..100")
+
+    @property
+    def exact_array(self) -> bool:
+        """An integer or bool tensor: sent as a plain array in its own dtype, never quantized."""
+        return not is_float(self.dtype)
 
     @property
     def quantized(self) -> bool:
@@ -77,8 +85,18 @@ def width_order(width: int | str) -> tuple[int, int]:
     return (1, jpeg_quality(width)) if isinstance(width, str) else (0, int(width))
 
 
-def encoding_for(tensor: str, width: int | str, axis: int | None, codec: str) -> Encoding:
-    """The Encoding of ``tensor`` at a calibration width: an int bit width, or ``jpeg_width(q)``."""
+def is_float(dtype) -> bool:
+    """True for floating-point dtypes (the ones quantization and ``--bits`` apply to)."""
+    return np.dtype(dtype).kind == "f"
+
+
+def encoding_for(tensor: str, width: int | str, axis: int | None, codec: str, dtype="float32") -> Encoding:
+    """The Encoding of ``tensor`` at a calibration width: an int bit width, or ``jpeg_width(q)``.
+
+    Integer and bool tensors ignore the width: they cross exactly, in their own dtype.
+    """
+    if not is_float(dtype):
+        return Encoding(tensor, 32, None, "none", dtype=str(np.dtype(dtype)))
     if isinstance(width, str):
         return Encoding(tensor, 8, None, "jpeg", jpeg_quality(width))
     return Encoding(tensor, width, axis, codec if width <= 8 else "none")
@@ -235,6 +253,8 @@ def simulate_dequantize(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int
 
 def round_trip(x: np.ndarray, enc: Encoding) -> np.ndarray:
     """What the cloud half sees for ``x`` after the wire."""
+    if enc.exact_array:
+        return np.asarray(x)
     if enc.bits == 32:
         return np.asarray(x, np.float32)
     if enc.bits == 16:

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from splitc.runtime import codec, request
-from splitc.runtime.cut_codec import CutCodec
+from splitc.runtime.cut_codec import CutCodec, is_array
 from splitc.runtime.plans import PlanEntry, PlanSet
 
 
@@ -106,17 +106,22 @@ class CloudService:
             raise Rejected(400, "bad_request", f"plan {served.entry.id!r} takes {len(entries)} cut tensors, "
                                                f"the request has {len(message.records)}")
         for record, entry, shape in zip(message.records, entries, served.cut_shapes):
-            _check_record(record, entry["tensor"], shape)
+            _check_record(record, entry["tensor"], shape, request.KIND_ARRAY if is_array(entry) else
+                          request.KIND_FRAME)
         try:
             return served.cut_codec.decode([r.data for r in message.records])
         except codec.CodecError as exc:
             raise Rejected(400, "bad_request", str(exc)) from exc
 
 
-def _check_record(record: request.Record, tensor: str, shape: tuple[int, ...]) -> None:
-    """Reject a record before decoding unless it is a frame whose header declares the plan's shape."""
-    if record.kind != request.KIND_FRAME or record.name not in ("", tensor):
-        raise Rejected(400, "bad_request", f"the record for {tensor!r} must be a frame named '' or {tensor!r}")
+def _check_record(record: request.Record, tensor: str, shape: tuple[int, ...],
+                  kind: int = request.KIND_FRAME) -> None:
+    """Reject a record before decoding unless it is of the plan's kind and (frames) declares the plan's shape."""
+    if record.kind != kind or record.name not in ("", tensor):
+        what = "a frame" if kind == request.KIND_FRAME else "a plain array"
+        raise Rejected(400, "bad_request", f"the record for {tensor!r} must be {what} named '' or {tensor!r}")
+    if kind != request.KIND_FRAME:
+        return
     declared = request.frame_shape(record.data)
     if declared is not None and tuple(declared) != shape:
         raise Rejected(400, "bad_request", f"the frame for {tensor!r} has shape {list(declared)}, "

@@ -56,6 +56,8 @@ from splitc.runtime.codec_format import (  # noqa: F401
     DENSE_SHARE,
     DTYPES,
     ENCODE_MAX_CODE_LEN,
+    EXPANSION_FLOOR,
+    EXPANSION_RATIO,
     FILTER_DELTA,
     FILTER_NAMES,
     FILTER_NONE,
@@ -223,8 +225,9 @@ def _check_shape(shape, size):
         raise ValueError(f"shape {shape}: at most {MAX_NDIM} dims of 0..2**32-1")
     if int(np.prod(shape, dtype=object)) != size:
         raise ValueError(f"shape {shape} does not hold {size} elements")
-    if size > MAX_ELEMENTS:
-        raise ValueError(f"{size} elements is more than the format limit {MAX_ELEMENTS}")
+    span = int(np.prod([max(d, 1) for d in shape], dtype=object))  # empty dims count as 1, as the decoder does
+    if span > MAX_ELEMENTS:
+        raise ValueError(f"shape {shape} is more than the format limit of {MAX_ELEMENTS} elements")
 
 
 def _scales_bytes(lo, hi, shape, per_channel_axis):
@@ -245,6 +248,10 @@ def _scales_bytes(lo, hi, shape, per_channel_axis):
         values = np.concatenate([lo, hi])
     if not np.all(np.isfinite(values)):
         raise ValueError("lo and hi must be finite")
+    half = values.size // 2
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.all(np.isfinite(values[half:] - values[:half])):
+            raise ValueError("the range hi - lo is not finite in float32 (the decoder would refuse the frame)")
     return axis, values.astype("<f4").tobytes()
 
 

@@ -14,11 +14,9 @@ from splitc.runtime.codec_codebook import Codebook
 from splitc.runtime.codec_format import (
     _FIXED,
     _KERNEL_ERRORS,
-    DEFAULT_MAX_ELEMENTS,
     DTYPES,
     FILTER_DELTA,
     FILTER_NAMES,
-    MAX_ELEMENTS,
     MODE_CONSTANT,
     MODE_EMBEDDED,
     MODE_JPEG,
@@ -31,7 +29,9 @@ from splitc.runtime.codec_format import (
     LengthMismatch,
     Meta,
     ShapeOverflow,
+    _check_element_count,
     _check_fixed,
+    _element_limit,
     _check_lengths,
     _nibble_bytes,
     _parse_fixed,
@@ -82,13 +82,17 @@ def _read_code_lengths(reader, mode, bits, dominant, codebook):
     return len_a, len_b, None
 
 
-def decode(data, codebook=None, max_elements: int = DEFAULT_MAX_ELEMENTS):
+def decode(data, codebook=None, max_elements: int | None = None):
     """Decode a frame: returns ``(q, meta)``.
 
     ``q`` has the frame's shape: uint8 symbols for bits 1..8, float16 / float32
     values for bits 16 / 32. ``codebook`` is the static Codebook (or an iterable
     / mapping of them) a static-mode frame refers to. Frames of more than
-    ``max_elements`` elements are refused (ShapeOverflow) before any allocation.
+    ``max_elements`` elements are refused (ShapeOverflow) before any allocation;
+    without it (None) the limit is proportionate to the frame: at most
+    ``max(EXPANSION_FLOOR, EXPANSION_RATIO * len(data))`` elements (4 Mi, or 1024
+    per frame byte), never above ``DEFAULT_MAX_ELEMENTS``. Pass the element count
+    of the tensor you expect (e.g. from a plan) to decode larger tensors.
     Raises a ``CodecError`` subclass on any malformed input.
     """
     view = memoryview(data).cast("B")
@@ -96,10 +100,7 @@ def decode(data, codebook=None, max_elements: int = DEFAULT_MAX_ELEMENTS):
     _check_fixed(mode, bits, dtype_code, ndim, axis, dominant, chunk_log2, filt, reserved)
     reader = _Reader(view, _FIXED.size)
     shape = reader.u32(ndim, "shape")
-    n = int(np.prod(shape, dtype=object))
-    limit = min(int(max_elements), MAX_ELEMENTS)
-    if n > limit:
-        raise ShapeOverflow(f"shape {shape} has {n} elements, more than the limit {limit}")
+    n = _check_element_count(shape, _element_limit(max_elements, len(view)))
     lo = hi = channel_axis = book_id = None
     if mode != MODE_RAW:
         lo, hi, channel_axis = _read_scales(reader, shape, axis)
@@ -128,6 +129,9 @@ def decode(data, codebook=None, max_elements: int = DEFAULT_MAX_ELEMENTS):
     if mode == MODE_PACKED:
         return _unpack_bits(payload, n, bits).reshape(shape), meta
     if mode == MODE_JPEG:
+        if codec_jpeg.pixels(shape) > codec_jpeg.MAX_PIXELS:
+            raise ShapeOverflow(f"jpeg mode: shape {tuple(shape)} is a picture of more than "
+                                f"{codec_jpeg.MAX_PIXELS} pixels")
         try:
             return codec_jpeg.decode(payload, tuple(shape)), meta
         except ValueError as exc:
@@ -138,7 +142,7 @@ def decode(data, codebook=None, max_elements: int = DEFAULT_MAX_ELEMENTS):
     return q.reshape(shape), meta
 
 
-def decode_tensor(data, codebook=None, max_elements: int = DEFAULT_MAX_ELEMENTS) -> np.ndarray:
+def decode_tensor(data, codebook=None, max_elements: int | None = None) -> np.ndarray:
     """Decode a frame and dequantize it: a float32 array of the frame's shape."""
     q, meta = decode(data, codebook, max_elements)
     if meta.mode == "raw":

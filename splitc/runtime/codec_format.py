@@ -21,7 +21,13 @@ CODEBOOK_MAGIC = b"SPCB"
 CODEBOOK_VERSION = 1
 MAX_NDIM = 16
 MAX_ELEMENTS = 2**31 - 1  # format limit: fits a signed 32-bit index
-DEFAULT_MAX_ELEMENTS = 2**28  # decoder default: at most 256 Mi symbols unless raised
+DEFAULT_MAX_ELEMENTS = 2**28  # decoder default cap: at most 256 Mi symbols unless raised
+# Without an explicit ``max_elements`` the decoder also bounds the expansion: a
+# frame of ``L`` bytes may declare at most max(EXPANSION_FLOOR, EXPANSION_RATIO * L)
+# elements (a 40-byte frame cannot ask for 240 MiB). Callers that know the
+# tensor (a plan) pass its element count as ``max_elements`` instead.
+EXPANSION_RATIO = 1024
+EXPANSION_FLOOR = 2**22
 DEFAULT_CHUNK_LOG2 = 13  # 8192 symbols per chunk
 # Longest code the encoder makes (the format allows 15): 12 keeps the decoder's
 # lookup tables (2 x 2**12 entries) in the L1 cache, for < 1% larger payloads.
@@ -209,6 +215,27 @@ def _check_magic(data, magic):
         raise BadMagic(f"bad magic {head!r}, expected {magic!r}")
 
 
+def _element_limit(max_elements, frame_bytes: int) -> int:
+    """The decoder's element limit: ``max_elements``, or the expansion bound when it is None."""
+    if max_elements is None:
+        return min(DEFAULT_MAX_ELEMENTS, max(EXPANSION_FLOOR, EXPANSION_RATIO * int(frame_bytes)))
+    return min(int(max_elements), MAX_ELEMENTS)
+
+
+def _check_element_count(shape, limit: int) -> int:
+    """``n`` of a declared shape; ShapeOverflow above ``limit``, also counting zero dims as 1.
+
+    Counting zero dimensions as 1 refuses shapes such as (0, 2**32-1, 2**32-1),
+    which hold no element but which numpy cannot even describe.
+    """
+    n = int(np.prod(shape, dtype=object)) if len(shape) else 1
+    span = int(np.prod([max(int(d), 1) for d in shape], dtype=object)) if len(shape) else 1
+    if span > limit:
+        raise ShapeOverflow(f"shape {tuple(shape)} has {n} elements ({span} counting empty dims as 1), "
+                            f"more than the limit {limit}")
+    return n
+
+
 def _parse_fixed(data):
     _check_magic(data, MAGIC)
     if len(data) < 5:
@@ -268,7 +295,11 @@ def _read_scales(reader, shape, axis):
         values = np.frombuffer(reader.take(8 * count, "per-channel lo/hi"), "<f4").astype(np.float32)
     if not np.all(np.isfinite(values)):
         raise BadHeader("lo/hi are not finite")
+    half = values.size // 2
+    with np.errstate(over="ignore", invalid="ignore"):
+        width = values[half:] - values[:half]  # float32, as the dequantizer computes it
+    if not np.all(np.isfinite(width)):
+        raise BadHeader("the range hi - lo is not finite in float32")
     if axis == PER_TENSOR:
         return float(values[0]), float(values[1]), None
-    half = values.size // 2
     return values[:half].copy(), values[half:].copy(), axis

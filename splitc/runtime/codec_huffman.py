@@ -24,9 +24,36 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
 
+_cache_warned = False
+
+
+def njit_cached(fn, **options):
+    """``numba.njit(cache=True, nogil=True, **options)(fn)``, or without the cache where numba cannot write one.
+
+    Where numba finds no writable cache directory (a read-only install and no
+    writable ``$HOME`` / ``NUMBA_CACHE_DIR``) it refuses ``cache=True`` with
+    "cannot cache function"; then the function compiles in memory, in each
+    process, and one RuntimeWarning says so.
+    """
+    global _cache_warned
+    try:
+        return numba.njit(cache=True, nogil=True, **options)(fn)
+    except RuntimeError as exc:
+        if "cannot cache" not in str(exc):
+            raise
+        if not _cache_warned:
+            import warnings
+
+            _cache_warned = True
+            warnings.warn(f"splitc codec: numba cannot cache its compiled kernels ({exc}); they compile in "
+                          f"each process (set NUMBA_CACHE_DIR to a writable directory)", RuntimeWarning,
+                          stacklevel=2)
+        return numba.njit(nogil=True, **options)(fn)
+
+
 def jit(fn):
-    """Compile with numba when it is installed; else keep the Python function."""
-    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
+    """Compile with numba when it is installed (cached on disk where possible); else keep the Python function."""
+    return njit_cached(fn) if numba is not None else fn
 
 MAX_CODE_LEN = 15  # longest Huffman code, so a code length fits in a nibble
 RUN_CLASSES = 32  # run classes cover runs of 1 .. 2**15 symbols

@@ -18,6 +18,9 @@ import io
 import numpy as np
 
 MAX_SIDE = 65535  # JPEG's limit on either side of a picture
+# splitc's own limit on a JPEG frame's picture (width x height), checked from the
+# frame's shape before Pillow reads any byte: 2**25 pixels (32 Mpx, 96 MiB as RGB).
+MAX_PIXELS = 2**25
 QUALITIES = range(1, 101)
 
 
@@ -35,6 +38,15 @@ def image_layout(shape) -> str | None:
     if n * h > MAX_SIDE or w > MAX_SIDE:
         return None
     return "nchw" if shape[1] in (1, 3) else "nhwc"
+
+
+def pixels(shape) -> int:
+    """Width x height of the picture an image-shaped tensor is coded as (0 when not image-shaped)."""
+    layout = image_layout(shape)
+    if layout is None:
+        return 0
+    n, a, b, c = (int(d) for d in shape)
+    return n * b * c if layout == "nchw" else n * a * b
 
 
 def _picture(q: np.ndarray, layout: str) -> np.ndarray:
@@ -76,6 +88,8 @@ def decode(payload, shape: tuple) -> np.ndarray:
     channels = shape[1] if layout == "nchw" else shape[3]
     rows, cols = shape[0] * (shape[2] if layout == "nchw" else shape[1]), shape[3] if layout == "nchw" else shape[2]
     want_mode = "L" if channels == 1 else "RGB"
+    if rows * cols > MAX_PIXELS:
+        raise ValueError(f"a {cols}x{rows} picture is more than the limit of {MAX_PIXELS} pixels")
     try:
         with Image.open(io.BytesIO(bytes(payload)), formats=["JPEG"]) as image:
             if image.size != (cols, rows) or image.mode != want_mode:

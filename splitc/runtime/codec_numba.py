@@ -15,6 +15,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from splitc.runtime.codec_huffman import njit_cached
+
 U = np.uint64
 I = np.int64
 # Zero bytes the decoder needs after the payload: a corrupt chunk is caught at
@@ -25,8 +27,13 @@ PAD = (1 << 15) * 28 // 8 + 16
 # that is no code as RUN_OVERFLOW: its table entry is a run longer than a chunk.
 OK, BAD_CODE, OVERRUN, RUN_OVERFLOW, BAD_END = 0, 1, 2, 3, 4
 
-_njit = numba.njit(cache=True, nogil=True, boundscheck=False)
-_inline = numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def _jit(**options):
+    """numba.njit with an on-disk cache, or without one where it cannot be written (one warning)."""
+    return lambda fn: njit_cached(fn, boundscheck=False, **options)
+
+
+_njit = _jit()
+_inline = _jit(inline="always")
 
 
 @_njit

@@ -37,6 +37,9 @@ def quantize(x, bits: int, per_channel_axis: int | None = None):
 
 def _steps(x, lo, hi, bits):
     levels = np.float32((1 << bits) - 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.all(np.isfinite(np.float32(hi) - np.float32(lo))):
+            raise ValueError("the range max - min is not finite in float32: the tensor cannot be quantized")
     scale = levels / np.maximum(hi - lo, np.float32(1e-30))
     return np.floor((x - lo) * scale + np.float32(0.5)).astype(np.uint8)
 

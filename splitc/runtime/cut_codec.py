@@ -3,6 +3,7 @@
 Each cut entry of ``plan.json`` names the edge outputs that carry it (``wire``)
 and its ``bits``; quantized entries (1..8 bits) carry uint8 symbols plus their
 min and max, which one frame of ``splitc.runtime.codec`` holds together.
+Integer and bool tensors (codec ``array``) travel exactly, as plain-array records.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splitc.runtime import codec
+from splitc.runtime import codec, request
 
 
 class CutCodec:
@@ -25,7 +26,7 @@ class CutCodec:
         for entry in self.entries:
             book = (entry.get("codec") or {}).get("codebook")
             if book:
-                self.books[entry["tensor"]] = codec.Codebook.from_bytes((Path(out_dir) / book).read_bytes())
+                self.books[entry["tensor"]] = _load_codebook(Path(out_dir) / book, entry["tensor"])
             if entry.get("bits", 32) <= 8:
                 self.range_shapes[entry["tensor"]] = edge_outputs.get(entry["wire"][1], [])
 
@@ -35,6 +36,8 @@ class CutCodec:
 
     def _encode_one(self, entry: dict, at_edge: dict[str, np.ndarray]) -> bytes:
         bits, wire = entry.get("bits", 32), entry.get("wire", [entry["tensor"]])
+        if is_array(entry):
+            return request.array_payload(np.asarray(at_edge[wire[0]], entry["dtype"]))
         if bits == 32:
             return codec.encode(np.asarray(at_edge[wire[0]], np.float32), 32)
         if bits == 16:
@@ -55,13 +58,26 @@ class CutCodec:
         return feeds
 
     def _decode_one(self, entry: dict, frame: bytes) -> dict[str, np.ndarray]:
-        values, meta = codec.decode(frame, codebook=self.books.get(entry["tensor"]))
         bits, wire, shape = entry.get("bits", 32), entry.get("wire", [entry["tensor"]]), entry["shape"]
+        # The plan's own tensor size bounds what a frame may make the decoder allocate.
+        limit = max(1, int(np.prod(shape, dtype=object)))
+        if is_array(entry):
+            value = request.plain_array(frame, max_elements=limit)
+            if str(value.dtype) != entry["dtype"] or list(value.shape) != list(shape):
+                raise codec.CodecError(f"array for {entry['tensor']!r} is {value.dtype} {list(value.shape)}, "
+                                       f"the plan expects {entry['dtype']} {list(shape)}")
+            return {wire[0]: value}
+        values, meta = codec.decode(frame, codebook=self.books.get(entry["tensor"]), max_elements=limit)
         if meta.bits != bits or list(meta.shape) != list(shape):
             raise codec.CodecError(
                 f"frame for {entry['tensor']!r} holds {meta.bits}-bit shape {list(meta.shape)}, "
                 f"the plan expects {bits}-bit shape {shape}"
             )
+        axis = entry.get("axis")
+        want_axis = None if axis is None or bits > 8 else int(axis) % max(1, len(shape))
+        if bits <= 8 and meta.per_channel_axis != want_axis:
+            raise codec.CodecError(f"frame for {entry['tensor']!r} has {_range_kind(meta.per_channel_axis)}, "
+                                   f"the plan expects {_range_kind(want_axis)}")
         if bits > 8:
             dtype = np.float16 if bits == 16 else np.float32
             return {wire[0]: np.asarray(values, dtype).reshape(shape)}
@@ -71,6 +87,28 @@ class CutCodec:
             wire[1]: np.asarray(meta.lo, np.float32).reshape(range_shape),
             wire[2]: np.asarray(meta.hi, np.float32).reshape(range_shape),
         }
+
+
+def is_array(entry: dict) -> bool:
+    """A cut entry sent as a plain array: an integer or bool tensor, exact (codec ``array``)."""
+    return (entry.get("codec") or {}).get("name") == "array"
+
+
+def _range_kind(axis: int | None) -> str:
+    return "one range" if axis is None else f"per-channel ranges along axis {axis}"
+
+
+def _load_codebook(path: Path, tensor: str) -> codec.Codebook:
+    """A plan's static codebook; a missing or corrupt file is a PlanError naming it (one line, no traceback)."""
+    from splitc.runtime.pipeline import PlanError  # pipeline imports this module
+
+    try:
+        return codec.Codebook.from_bytes(path.read_bytes())
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot read the codebook of cut tensor {tensor!r}: {exc.strerror or exc}") from exc
+    except codec.CodecError as exc:
+        raise PlanError(f"{path}: not a valid codebook for cut tensor {tensor!r} "
+                        f"({type(exc).__name__}: {exc})") from exc
 
 
 def _ranges(value: np.ndarray):

@@ -62,7 +62,14 @@ class Pipeline:
         self.last_frames: list[bytes] = []
 
     def check_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Check names, shapes and dtypes of the inputs against the plan; cast where safe."""
+        """Check names, shapes and dtypes of the inputs against the plan; cast where safe.
+
+        An input given as an image file's path is loaded and prepared as the
+        plan's ``preprocess`` says (``splitc.runtime.image_input``).
+        """
+        from splitc.runtime.image_input import prepare_feeds
+
+        feeds = prepare_feeds(feeds, self.plan["edge"]["inputs"], self.plan.get("preprocess"))
         checked = {}
         for spec in self.plan["edge"]["inputs"]:
             name = spec["name"]

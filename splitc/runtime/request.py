@@ -57,9 +57,32 @@ class Message:
     timing: dict[str, float] = field(default_factory=dict)  # responses: decode_ms, cloud_ms, encode_ms
 
 
+class ArrayPayload(bytes):
+    """A plain-array record's data (an integer or bool cut tensor): ``encode_request`` sends it as kind 1."""
+
+
+def array_payload(value: np.ndarray) -> ArrayPayload:
+    """A tensor as a plain-array record's data: dtype code, rank, shape, then the values (exact)."""
+    value = np.asarray(value)
+    if str(value.dtype) not in ARRAY_DTYPES:
+        raise ValueError(f"dtype {value.dtype} cannot be sent as a plain array")
+    head = _ARRAY.pack(ARRAY_DTYPES.index(str(value.dtype)), value.ndim, bytes(2))
+    shape = struct.pack(f"<{value.ndim}I", *value.shape)
+    return ArrayPayload(head + shape + np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<")).tobytes())
+
+
+def plain_array(data, max_elements: int = codec.DEFAULT_MAX_ELEMENTS) -> np.ndarray:
+    """The array a plain-array record's data holds; raises ``codec.CodecError`` subclasses when malformed."""
+    return _plain_array(memoryview(data), max_elements)
+
+
 def encode_request(plan_id: str, frames: list[bytes], request_id: int = 0, plan_crc: int = 0) -> bytes:
-    """A request container: the cut frames in the plan's order (records without names)."""
-    return _container(REQUEST_MAGIC, plan_id, [Record(f) for f in frames], request_id, plan_crc, b"")
+    """A request container: the cut frames in the plan's order (records without names).
+
+    An ``ArrayPayload`` (an integer or bool cut tensor) goes as a plain-array record, any other as a frame.
+    """
+    records = [Record(bytes(f), kind=KIND_ARRAY if isinstance(f, ArrayPayload) else KIND_FRAME) for f in frames]
+    return _container(REQUEST_MAGIC, plan_id, records, request_id, plan_crc, b"")
 
 
 def encode_response(message: Message) -> bytes:
