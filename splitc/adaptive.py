@@ -266,6 +266,7 @@ def plot_range(adaptive: AdaptiveSplit, path: str | Path, points: int = 200) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     index = adaptive.index
     lo, hi = index["range_Bps"]
@@ -274,12 +275,16 @@ def plot_range(adaptive: AdaptiveSplit, path: str | Path, points: int = 200) -> 
     for plan, piece in zip(index["plans"], adaptive.pieces):
         xs = [bw for bw in grid if piece.lo <= bw <= piece.hi] or [piece.lo, piece.hi]
         cut = ", ".join(plan["cut"]) or "edge-only"
-        label = f"{plan['id']}: {cut if len(cut) <= 40 else cut[:37] + '...'} ({plan['bits']} bits)"
+        width = f"JPEG q{plan['jpeg_quality']}" if plan.get("jpeg_quality") else f"{plan['bits']} bits"
+        label = f"{plan['id']}: {cut if len(cut) <= 40 else cut[:37] + '...'} ({width})"
         ax.plot([x * 8 / 1e6 for x in xs], [piece.a_ms + piece.b / x for x in xs], linewidth=2.5, label=label)
     split = adaptive.splits[0].plan
     edge_only = split["baselines"]["edge_only_ms"]
     ax.axhline(edge_only, color="grey", linestyle="--", linewidth=1, label="edge-only")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("bandwidth (Mbit/s)")
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(f"{index['model']['name']}: {index['targets']['edge']} + {index['targets']['cloud']}, "

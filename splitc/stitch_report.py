@@ -80,6 +80,24 @@ def print_timing(console: Console, result) -> None:
         console.print(f"[yellow]cloud unavailable:[/] {result.error}", highlight=False)
 
 
+def print_repeated(console: Console, timings: list[dict], warmup: int) -> None:
+    """Median and p90 of each timing column over repeated runs (after ``warmup`` untimed runs)."""
+    import numpy as np
+
+    from splitc.report import show, table
+
+    keys = [k for k in ("edge_ms", "encode_ms", "network_ms", "cloud_ms", "decode_ms", "total_ms")
+            if all(k in t for t in timings)]
+    result = table(f"{len(timings)} runs after {warmup} warm-up", ["", *(k.replace("_ms", " ms") for k in keys)],
+                   right=tuple(k.replace("_ms", " ms") for k in keys))
+    for label, q in (("median", 50), ("p90", 90)):
+        result.add_row(label, *(f"{np.percentile([t[k] for t in timings], q):.2f}" for k in keys))
+    show(console, result)
+    fallbacks = sum(bool(t.get("fallback")) for t in timings)
+    if fallbacks:
+        console.print(f"{fallbacks} of {len(timings)} runs fell back to the local cloud half", highlight=False)
+
+
 def read_token(path: Path | None) -> str | None:
     """The bearer token in a file (surrounding whitespace removed), or None."""
     if path is None:

@@ -172,8 +172,7 @@ def test_integer_outputs_come_back_exactly(analyses, tmp_path):
     _assert_same(got, want, "http")
 
 
-@pytest.mark.parametrize("name", ["yolo_head", "dbnet_fpn", "crnn_ctc", "encoder_dynamic_seq", "token_ids",
-                                  "nhwc_tf2onnx", "yolo_head_opset11"])
+@pytest.mark.parametrize("name", sorted(SHAPES))
 def test_http_runtime_equals_the_pipeline(name, analyses, tmp_path):
     analysis = analyses[name]
     mids = [t for t in analysis.result.cut_vertices if analysis.graph.values[t].consumers
@@ -315,3 +314,39 @@ def _check_big(path: Path, tmp_path: Path, rows: int) -> None:
     feeds = {"ids": np.array([[0, 5, rows - 1, 7]], np.int64)}
     got = Pipeline(out).run(feeds)
     np.testing.assert_allclose(got["y"], np.full((1, 32), 3 * 1024 * 0.01, np.float32), rtol=1e-5)
+
+
+def test_a_token_model_calibrates_with_integer_inputs(tmp_path):
+    """With --calib, every candidate of a token model is measured; the ids cut is exact, never quantized."""
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1, 50, (64, 12))
+    ids[:, -3:] = 0
+    np.savez(tmp_path / "calib.npz", ids=ids.astype(np.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        split = splitc.compile(MODELS / "token_ids.onnx", input_shapes=SHAPES["token_ids"], bandwidth="1Gbps",
+                               target="raspberry-pi-4", cloud="h100", rtt="0ms", calib=tmp_path / "calib.npz",
+                               max_drop=0.2, metric="rel-l2")
+    table = json.loads(split.files["calibration.json"])
+    widths = {json.dumps(json.loads(k)[1]): v for k, v in table["entries"].items() if json.loads(k)[0] == ["ids"]}
+    assert list(widths) == ["32"], widths  # the int64 ids: one exact width, whatever --bits allows
+    assert widths["32"]["drop"] in (0.0, None)
+    out = split.save(tmp_path / "out")
+    feeds = _feeds("token_ids")
+    got, want = Pipeline(out).run(feeds), _run(MODELS / "token_ids.onnx", feeds)
+    if all(c["bits"] == 32 for c in split.plan["cut"]):
+        _assert_same(got, want, "calibrated")
+    else:  # a quantized float cut: within the relative-L2 bound it was chosen under
+        for name, value in want.items():
+            assert np.linalg.norm(got[name] - value) <= 0.2 * np.linalg.norm(value) + 1e-6, name
+
+
+@pytest.mark.parametrize("name", ["yolo_head", "token_ids", "topk_nonzero", "crnn_ctc_opset11"])
+def test_cli_compiles_with_input_shape(name, tmp_path):
+    shapes = ",".join(f"{k}={'x'.join(map(str, v))}" for k, v in SHAPES[name].items())
+    result = subprocess.run([sys.executable, "-m", "splitc.cli", str(MODELS / f"{name}.onnx"), "--input-shape",
+                             shapes, "--target", "raspberry-pi-4", "--bw", "20Mbps", "-o", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert plan["model"]["shapes"]["methods"]["onnx"] > 0

@@ -61,17 +61,19 @@ def _fix_one(value: onnx.ValueInfoProto, override: tuple[int, ...] | None) -> No
         return
     if not tensor.HasField("shape"):
         raise ShapeError(f"input {value.name!r} has no shape; give one with --input-shape {value.name}=1x3x224x224")
-    for index, dim in enumerate(tensor.shape.dim):
-        if dim.HasField("dim_value") and dim.dim_value > 0:
-            continue
-        if index == 0:
-            dim.dim_value = 1
-            continue
-        label = dim.dim_param or "?"
+    dynamic = [(i, d.dim_param or "?") for i, d in enumerate(tensor.shape.dim)
+               if i > 0 and not (d.HasField("dim_value") and d.dim_value > 0)]
+    if dynamic:
+        listed = ", ".join(f"{i} ({label})" for i, label in dynamic)
+        example = "x".join(str(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else
+                           ("1" if i == 0 else (d.dim_param or "N").upper()) for i, d in enumerate(tensor.shape.dim))
         raise ShapeError(
-            f"input {value.name!r} has dynamic dimension {index} ({label}); "
-            f"fix it with --input-shape {value.name}=<dims joined by x>"
+            f"input {value.name!r} has dynamic dimension{'s' if len(dynamic) > 1 else ''} {listed}; "
+            f"fix {'them' if len(dynamic) > 1 else 'it'} with --input-shape {value.name}={example} (numbers for the names)"
         )
+    for index, dim in enumerate(tensor.shape.dim):
+        if index == 0 and not (dim.HasField("dim_value") and dim.dim_value > 0):
+            dim.dim_value = 1
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
