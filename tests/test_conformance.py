@@ -350,3 +350,11 @@ def test_cli_compiles_with_input_shape(name, tmp_path):
     assert result.returncode == 0, result.stderr
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert plan["model"]["shapes"]["methods"]["onnx"] > 0
+
+
+def test_every_dynamic_dimension_is_named():
+    result = subprocess.run([sys.executable, "-m", "splitc.cli", "inspect", str(MODELS / "yolo_head.onnx")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "dynamic dimensions 2 (height), 3 (width)" in result.stderr
+    assert "--input-shape images=1x3xHEIGHTxWIDTH" in result.stderr

@@ -93,7 +93,11 @@ def resolve_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ShapeReport
     resolved: dict[str, tuple[tuple[int, ...], int]] = {}
     report.tried.append("symbolic")
     start = time.perf_counter()
-    sym_types, sym_error = _symbolic(model)
+    region = _region(model, unknown, known)
+    sym_types, sym_error = _symbolic(region) if region is not None else ({}, None)
+    if region is None or any(t not in sym_types or sym_types[t][2] is not None for t in unknown):
+        # the whole model when the region is not enough, and to confirm that a shape depends on data
+        sym_types, sym_error = _symbolic(model)
     report.seconds["symbolic"] = time.perf_counter() - start
     for t in unknown:
         shape, elem, symbol = sym_types.get(t, (None, 0, None))
@@ -184,6 +188,59 @@ def _dims(shape) -> str:
 
 
 # ----------------------------------------------------------------------------- methods 2 and 3
+
+
+_SHAPE_LIKE = 64  # a tensor this small may be a computed shape, size, scale or index list: keep its producer
+
+
+def _region(model: onnx.ModelProto, unknown: list[str], known: dict) -> onnx.ModelProto | None:
+    """The part of ``model`` that computes the ``unknown`` tensors, fed by tensors of known shape.
+
+    Symbolic inference visits every node, in Python; most of a model (the backbone) has shapes onnx
+    already knows. The region keeps the producers of the unknown tensors and, walking up, the producers
+    of every input whose *value* may matter (small tensors: computed shapes, sizes, scales, indices, and
+    tensors of unknown shape). When the region leaves a dimension symbolic, the whole model is inferred
+    again before any tensor is called data-dependent. Any other input of known shape becomes a graph input of that shape.
+    None when the region would be the whole model anyway.
+    """
+    producers = _producers(model)
+    weights = {t.name: t for t in model.graph.initializer}
+    nodes: dict[int, onnx.NodeProto] = {}
+    inputs: dict[str, onnx.ValueInfoProto] = {}
+    order = {id(n): i for i, n in enumerate(model.graph.node)}
+    stack = [producers[t] for t in unknown if t in producers]
+    while stack:
+        node = stack.pop()
+        if id(node) in nodes:
+            continue
+        if node.op_type in ("Loop", "Scan", "If"):
+            return None  # subgraphs read outer tensors implicitly: infer on the whole model
+        nodes[id(node)] = node
+        for name in node.input:
+            if not name or name in weights or name in inputs:
+                continue
+            shape, elem = known.get(name, (None, 0))
+            small = shape is not None and int(np.prod(shape)) <= _SHAPE_LIKE  # a value shapes may be read from
+            if name in producers and (shape is None or not elem or small):
+                stack.append(producers[name])
+            elif shape is not None and elem:
+                inputs[name] = helper.make_tensor_value_info(name, elem, list(shape))
+            elif name in producers:
+                stack.append(producers[name])
+            else:
+                graph_input = next((i for i in model.graph.input if i.name == name), None)
+                if graph_input is None:
+                    return None
+                inputs[name] = graph_input
+    if len(nodes) >= 0.8 * len(model.graph.node):
+        return None
+    kept = sorted(nodes.values(), key=lambda n: order[id(n)])
+    used = {name for n in kept for name in n.input}
+    graph = helper.make_graph(kept, "region", list(inputs.values()),
+                              [helper.ValueInfoProto(name=t) for t in unknown if t in producers],
+                              [w for name, w in weights.items() if name in used])
+    region = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return region
 
 
 def _symbolic(model: onnx.ModelProto) -> tuple[dict, str | None]:

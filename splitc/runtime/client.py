@@ -93,6 +93,7 @@ class _Local:
         self.edge = open_session(entry.dir / entry.plan["edge"]["file"], threads)
         self.edge_names = [o.name for o in self.edge.get_outputs()]
         self.codec = CutCodec(entry.plan, entry.dir)
+        self.codec.warm_up()
         self._cloud = None
 
     def cloud(self):
@@ -296,12 +297,19 @@ class EdgeClient:
         try:
             cloud = local.cloud()
         except CloudError as missing:
-            raise CloudError(f"the cloud failed ({type(exc).__name__}: {exc}) and {missing}") from exc
+            raise CloudError(f"the cloud failed ({_why(exc)}) and {missing}") from exc
         names = [o.name for o in cloud.get_outputs()]
         outputs = dict(zip(names, cloud.run(names, local.codec.decode(frames))))
-        result.fallback, result.error = True, f"{type(exc).__name__}: {exc}"
+        result.fallback, result.error = True, _why(exc)
         result.cloud_ms = (time.perf_counter() - t0) * 1e3
         return outputs
+
+
+def _why(exc: Exception) -> str:
+    """Why the cloud failed, in words: our own errors by their message, network errors with their kind."""
+    if isinstance(exc, (_Retryable, CloudError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class _Retryable(Exception):

@@ -30,6 +30,23 @@ class CutCodec:
             if entry.get("bits", 32) <= 8:
                 self.range_shapes[entry["tensor"]] = edge_outputs.get(entry["wire"][1], [])
 
+    def warm_up(self) -> None:
+        """Encode and decode one synthetic request, so that the codec kernels (numba: compiled, or loaded
+        from its cache) and the JPEG codec are ready before the first real one."""
+        rng = np.random.default_rng(0)
+        at_edge: dict[str, np.ndarray] = {}
+        for entry in self.entries:
+            wire, shape, bits = entry.get("wire", [entry["tensor"]]), entry["shape"], entry.get("bits", 32)
+            if is_array(entry):
+                at_edge[wire[0]] = np.zeros(shape, entry["dtype"])
+            elif bits > 8:
+                at_edge[wire[0]] = rng.standard_normal(shape).astype(np.float32)
+            else:
+                at_edge[wire[0]] = rng.integers(0, 1 << bits, shape, dtype=np.uint8)
+                at_edge[wire[1]] = np.zeros(self.range_shapes[entry["tensor"]], np.float32)
+                at_edge[wire[2]] = np.ones(self.range_shapes[entry["tensor"]], np.float32)
+        self.decode(self.encode(at_edge))
+
     def encode(self, at_edge: dict[str, np.ndarray]) -> list[bytes]:
         """One frame per cut tensor, in the plan's order."""
         return [self._encode_one(entry, at_edge) for entry in self.entries]

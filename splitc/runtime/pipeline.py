@@ -59,6 +59,7 @@ class Pipeline:
         self.cloud = _session(self.out_dir / cloud["file"], threads, cloud) if cloud else None
         self.output_names = [o["name"] for o in self.plan["model"]["outputs"]]
         self.codec = CutCodec(self.plan, self.out_dir)
+        self.codec.warm_up()
         self.last_frames: list[bytes] = []
 
     def check_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

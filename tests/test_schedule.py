@@ -1,0 +1,165 @@
+"""Multi-device scheduling (splitc.schedule): the ILP against brute force, online policies feasible,
+the delay matrix against the partitioner, and one-line errors for bad scenarios."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from splitc.partition import solve_tiers
+from splitc.schedule.policies import USES, check_feasible, run_policy, solve_ilp
+from splitc.schedule.scenario import ScenarioError, generate, load_scenario, parse_scenario
+
+
+def tiny(seed: int, devices: int = 3, edges: int = 2) -> dict:
+    data = generate(devices, edges, 10.0, seed=seed, models=("lenet", "chain_cnn"), max_samples=50)
+    rng = np.random.default_rng(seed)
+    for e in data["edges"]:  # scarce: one or two slots, backbone for about one task
+        e["slots"] = int(rng.integers(1, 3))
+        e["uplink_mbps"] = float(rng.uniform(30, 400))
+        e["backbone_mbps"] = float(rng.uniform(10, 60))
+    return data
+
+
+def brute_force_ilp(scn) -> float:
+    W = scn.delay_matrix()
+    n, m = W.shape[0], len(scn.edges)
+    best = np.inf
+    for choice in itertools.product(*[np.flatnonzero(np.isfinite(W[i])) for i in range(n)]):
+        slots, b1, b2 = np.zeros(m), np.zeros(m), np.zeros(m)
+        for i, j in enumerate(choice):
+            if j == 0:
+                continue
+            mode = ("edge", "cloud", "full")[(j - 1) // m]
+            e = (j - 1) % m
+            slots[e] += USES[mode][0]
+            b1[e] += scn.devices[i].max_uplink * USES[mode][1]
+            b2[e] += scn.devices[i].max_backbone * USES[mode][2]
+        if all(slots[e] <= scn.edges[e].slots and b1[e] <= scn.edges[e].uplink and b2[e] <= scn.edges[e].backbone
+               for e in range(m)):
+            best = min(best, sum(W[i, j] for i, j in enumerate(choice)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ilp_is_optimal_against_brute_force(seed):
+    scn = parse_scenario(tiny(seed))
+    s = solve_ilp(scn, time_limit=20)
+    assert s.optimal
+    assert s.total_s == pytest.approx(brute_force_ilp(scn), rel=1e-7)
+    check_feasible(scn, s.placements)
+
+
+@pytest.mark.parametrize("policy", ["device-only", "edge-only", "cloud-only", "deepar", "splitc"])
+@pytest.mark.parametrize("seed", range(3))
+def test_online_policies_feasible(policy, seed):
+    data = tiny(seed, devices=8)
+    for d in data["devices"]:
+        d["arrival_s"] = d["arrival_s"] * 0.1  # all at once: the edge servers are contended
+    scn = parse_scenario(data)
+    s = run_policy(scn, policy)
+    check_feasible(scn, s.placements)
+    assert len(s.placements) == len(scn.devices)
+    assert np.all(s.delays > 0)
+    if policy in ("deepar", "splitc"):  # never worse than running everything on the device
+        local = run_policy(scn, "device-only")
+        assert s.total_s <= local.total_s + 1e-9
+
+
+def test_delay_matrix_is_the_partitioners_optimum():
+    scn = parse_scenario(tiny(1))
+    W = scn.delay_matrix()
+    d, m = scn.devices[0], len(scn.edges)
+    e = d.edges[0]
+    p = scn.problem(0, e).with_links(scn.links(d.max_uplink, d.max_backbone))
+    assert W[0, 1 + 2 * m + e] == pytest.approx(d.samples * solve_tiers(p).total_ms / 1e3)
+    assert W[0, 0] == pytest.approx(d.samples * solve_tiers(p.restricted([0])).total_ms / 1e3)
+    # more tiers can only help: full <= edge, full <= cloud, full <= device
+    for i in range(len(scn.devices)):
+        for e in scn.devices[i].edges:
+            assert W[i, 1 + 2 * m + e] <= min(W[i, 0], W[i, 1 + e], W[i, 1 + m + e]) * (1 + 1e-9)
+    assert np.isinf(W[0, [1 + k for k in range(m) if k not in d.edges]]).all()
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("edges", 0, "slots"), 0, r"edges\[0\]\.slots: must be a positive integer"),
+    (("edges", 1, "uplink_mbps"), -5, r"edges\[1\]\.uplink_mbps: must be positive"),
+    (("devices", 2, "max_backbone_mbps"), None, r"devices\[2\]\.max_backbone_mbps: missing"),
+    (("devices", 0, "samples"), 2.5, r"devices\[0\]\.samples: must be a positive integer"),
+    (("edges", 0, "backbone_mbps"), "fast", r"edges\[0\]\.backbone_mbps: must be a number"),
+    (("devices", 1, "target"), "pixel", r"devices\[1\]\.target: unknown target 'pixel'"),
+])
+def test_bad_capacities_one_line(path, value, message):
+    data = tiny(0)
+    obj = data
+    for key in path[:-1]:
+        obj = obj[key]
+    if value is None:
+        del obj[path[-1]]
+    else:
+        obj[path[-1]] = value
+    with pytest.raises(ScenarioError, match=message) as info:
+        parse_scenario(data)
+    assert "\n" not in str(info.value)
+
+
+def test_unreachable_device_reported_by_name():
+    data = tiny(0)
+    data["devices"][1]["edges"] = []
+    data["devices"][1]["local"] = False
+    with pytest.raises(ScenarioError, match=r"device 'dev1' is unreachable"):
+        parse_scenario(data)
+    data["devices"][1]["local"] = True  # reachable by nobody but can run locally: scheduled, with a warning
+    scn = parse_scenario(data)
+    assert any("dev1" in w for w in scn.warnings)
+    assert run_policy(scn, "splitc").placements[1].mode == "device"
+    data["devices"][0]["edges"] = ["nowhere"]
+    with pytest.raises(ScenarioError, match=r"device 'dev0' names unknown edge server 'nowhere'"):
+        parse_scenario(data)
+
+
+def test_infeasible_ilp_names_the_binding_family():
+    data = tiny(2, devices=3, edges=1)
+    for d in data["devices"]:
+        d["local"] = False
+        d["edges"] = ["edge0"]
+    data["edges"][0].update(slots=5, uplink_mbps=1000.0, backbone_mbps=1.0)  # backbone fits no task
+    for d in data["devices"]:
+        d["max_uplink_mbps"] = 600.0  # at most one task on the uplink
+    with pytest.raises(ScenarioError, match=r"infeasible: it binds on the device-edge bandwidth constraints \(22\)"):
+        solve_ilp(parse_scenario(data), time_limit=10)
+
+
+def test_load_scenario_file(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(tiny(3)))
+    assert len(load_scenario(path).devices) == 3
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ScenarioError, match="not JSON"):
+        load_scenario(tmp_path / "bad.json")
+
+
+def test_cli_schedule(tmp_path):
+    from typer.testing import CliRunner
+
+    from splitc.cli import app
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(tiny(4)))
+    result = CliRunner().invoke(app, ["schedule", str(path), "--policy", "ilp", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["schedules"][0]["policy"] == "offline ILP"
+
+
+def test_packages_do_not_import_cli_api_or_runtime():
+    import subprocess
+    import sys
+
+    code = ("import sys, splitc.partition, splitc.schedule.policies, splitc.schedule.scenario, "
+            "splitc.schedule.models; bad = [m for m in sys.modules if m in ('splitc.cli', 'splitc.api') "
+            "or m.startswith('splitc.runtime')]; print(bad); sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
