@@ -26,50 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import photos  # noqa: E402
-from splitc import zoo  # noqa: E402
 from splitc.bench_e2e import BenchConfig, _plan_text, markdown, plot, run_model_bench  # noqa: E402
+from splitc.schedule.models import resnet50, vgg16  # noqa: E402  (the shared VGG-16/ResNet-50 layouts)
 from splitc.units import parse_bandwidth  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DIGITS = ROOT / "examples" / "digits"
-
-
-def resnet50() -> "onnx.ModelProto":
-    """ResNet-50's layout: 7x7 stem, bottleneck stages of 3/4/6/3 blocks, global pool, 1000-way classifier."""
-    b = zoo._Builder(seed=50)
-    x = b.conv_bn_relu(b.input("input", [1, 3, 224, 224]), 3, 64, 7, "stem", stride=2)
-    x = b.maxpool(x, "stem/pool", k=3, stride=2, pad=1)
-    cin = 64
-    for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), 1):
-        for block in range(blocks):
-            stride = 2 if block == 0 and stage > 1 else 1
-            x = _bottleneck(b, x, cin, width, stride, f"layer{stage}.{block}")
-            cin = width * 4
-    b.output(b.head(x, cin, 1000), [1, 1000])
-    return b.model("resnet50")
-
-
-def _bottleneck(b, x: str, cin: int, width: int, stride: int, prefix: str) -> str:
-    y = b.conv_bn_relu(x, cin, width, 1, f"{prefix}/a")
-    y = b.conv_bn_relu(y, width, width, 3, f"{prefix}/b", stride=stride)
-    y = b.bn(b.conv(y, width, width * 4, 1, f"{prefix}/c/conv", bias=False), width * 4, f"{prefix}/c/bn")
-    if stride != 1 or cin != width * 4:
-        x = b.bn(b.conv(x, cin, width * 4, 1, f"{prefix}/proj/conv", stride=stride, bias=False), width * 4,
-                 f"{prefix}/proj/bn")
-    return b.relu(b.op("Add", [y, x], f"{prefix}/add"), f"{prefix}/relu")
-
-
-def vgg16() -> "onnx.ModelProto":
-    """VGG-16's 13 conv layers and 5 pools; a global-pool classifier replaces the 120M-parameter FC layers."""
-    b = zoo._Builder(seed=16)
-    x, cin = b.input("input", [1, 3, 224, 224]), 3
-    for stage, (convs, width) in enumerate(zip((2, 2, 3, 3, 3), (64, 128, 256, 512, 512)), 1):
-        for conv in range(convs):
-            x = b.conv_relu(x, cin, width, 3, f"conv{stage}_{conv + 1}")
-            cin = width
-        x = b.maxpool(x, f"pool{stage}")
-    b.output(b.head(x, cin, 1000), [1, 1000])
-    return b.model("vgg16")
 
 
 def configs(args, work: Path) -> list[BenchConfig]:

@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
-COMMANDS = {"compile", "inspect", "targets", "run", "profile", "serve", "netem", "bench"}
+COMMANDS = {"compile", "inspect", "targets", "run", "profile", "serve", "netem", "bench", "schedule"}
 STARTED = time.monotonic()  # reset by main(): the wall time of the whole command is printed at its end
 
 
@@ -232,23 +232,43 @@ def run_command(
     fallback: Optional[str] = typer.Option(None, "--fallback", help="'local': run the cloud half here if the cloud fails."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the cloud per attempt."),
     retries: int = typer.Option(2, "--retries", help="Retries after a network error, timeout or 5xx reply."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Timed runs; with more than one, median and p90."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed runs first (codec kernels, sessions, "
+                                                            "connections warm up)."),
 ) -> None:
     """Run a compiled split on .npy (or image) inputs: here, or edge half here and cloud half on --cloud."""
+    import time
+
     from splitc.report import print_outputs
     from splitc.runtime import EdgeClient, Pipeline
-    from splitc.stitch_report import print_timing, read_token
+    from splitc.stitch_report import print_repeated, print_timing, read_token
 
     if cloud_url is None and (out / "plans.json").is_file():
         fallback = "local"  # a bandwidth-range output without a server: its first plan, all here
     if cloud_url is None and fallback is None:
         pipeline = Pipeline(out)
-        outputs = pipeline.run(_run_inputs(input, pipeline.plan["edge"]["inputs"]))
+        feeds = _run_inputs(input, pipeline.plan["edge"]["inputs"])
+        for _ in range(warmup):
+            pipeline.run(feeds)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            outputs = pipeline.run(feeds)
+            times.append((time.perf_counter() - start) * 1e3)
+        if repeat > 1:
+            print_repeated(console, [{"total_ms": t} for t in times], warmup)
     else:
         with EdgeClient(out, cloud_url, token=read_token(token_file), timeout=timeout, retries=retries,
                         fallback=fallback) as client:
-            result = client.infer(_run_inputs(input, client.input_specs))
+            feeds = _run_inputs(input, client.input_specs)
+            for _ in range(warmup):
+                client.infer(feeds)
+            results = [client.infer(feeds) for _ in range(repeat)]
+        result = results[-1]
         outputs = result.outputs
         print_timing(console, result)
+        if repeat > 1:
+            print_repeated(console, [r.timing() for r in results], warmup)
     if save is not None:
         import numpy as np
 
@@ -287,14 +307,50 @@ def serve_command(
     max_body: str = typer.Option("64MB", "--max-body", help="Largest accepted request body: 64MB, 512KB."),
     threads: int = typer.Option(0, "--threads", help="Requests run at once (0: one per core)."),
     reply_bits: int = typer.Option(32, "--reply-bits", help="Float outputs on the wire: 32 (exact) or 16."),
+    engine: str = typer.Option("uvicorn", "--engine", help="uvicorn (one process) or ray (Ray Serve: "
+                               "docs/scaling.md)."),
+    replicas: int = typer.Option(1, "--replicas", help="ray: replicas per plan."),
+    autoscale: Optional[str] = typer.Option(None, "--autoscale", help="ray: MIN..MAX replicas per plan, by load."),
+    batch_max: int = typer.Option(1, "--batch-max", help="ray: requests per onnxruntime call (1: no batching)."),
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="ray: longest wait to fill a batch (ms)."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: join this cluster (HOST:PORT or auto)."),
 ) -> None:
     """Serve the cloud halves of OUT over HTTP (POST /v1/infer, GET /v1/plans, /healthz, /metrics)."""
     from splitc.runtime.server import serve
     from splitc.stitch_report import parse_size, print_serving, read_token
 
+    if engine == "ray":
+        return _serve_ray(out, host, port, token_file, tls_cert, tls_key, max_body, reply_bits, replicas, autoscale,
+                          batch_max, batch_wait_ms, address)
+    if engine != "uvicorn":
+        raise SplitcError(f"--engine must be uvicorn or ray, not {engine!r}")
     print_serving(errors, out, host, port, tls_cert is not None, token_file is not None)
     serve(out, host, port, read_token(token_file), str(tls_cert) if tls_cert else None,
           str(tls_key) if tls_key else None, parse_size(max_body), threads or None, reply_bits)
+
+
+def _serve_ray(out, host, port, token_file, tls_cert, tls_key, max_body, reply_bits, replicas, autoscale, batch_max,
+               batch_wait_ms, address) -> None:
+    """``splitc serve --engine ray`` (splitc/runtime/ray_engine.py); its errors are one line, exit 2."""
+    from splitc.runtime import ray_engine
+    from splitc.stitch_report import parse_size, print_serving, read_token
+
+    try:
+        ray_engine.require_ray()
+        options = ray_engine.RayOptions(replicas=replicas, batch_max=batch_max, batch_wait_ms=batch_wait_ms,
+                                        address=address,
+                                        autoscale=ray_engine.parse_autoscale(autoscale) if autoscale else None)
+        if autoscale and replicas != 1:
+            raise ray_engine.EngineError("give --replicas or --autoscale, not both")
+        options.check()
+        if address:
+            ray_engine.check_address(address, options.connect_timeout_s)
+        print_serving(errors, out, host, port, tls_cert is not None, token_file is not None)
+        ray_engine.serve_ray(out, host, port, read_token(token_file), str(tls_cert) if tls_cert else None,
+                             str(tls_key) if tls_key else None, parse_size(max_body), reply_bits, options,
+                             announce=lambda line: errors.print(line, highlight=False))
+    except ray_engine.EngineError as exc:
+        raise SplitcError(str(exc)) from None
 
 
 @app.command("netem")
@@ -312,6 +368,30 @@ def netem_command(
     rate = parse_bandwidth(bw) if bw else None
     errors.print(f"netem: {listen} -> {to}, {bw or 'unlimited'}, {rtt} RTT (Ctrl-C stops)")
     run(parse_host_port(listen), parse_host_port(to), rate, parse_time_ms(rtt))
+
+
+@app.command("schedule")
+def schedule_command(
+    scenario: Path = typer.Argument(..., help="Scenario JSON (docs/three-tier.md)."),
+    policy: str = typer.Option("all", "--policy", help="splitc, deepar, ilp, device-only, edge-only, cloud-only or all."),
+    ilp_limit: float = typer.Option(60.0, "--ilp-limit", help="CBC time limit in seconds."),
+    as_json: bool = typer.Option(False, "--json", help="Print the schedules as JSON."),
+) -> None:
+    """Schedule many devices' tasks on edge servers and the cloud (three-tier split per task)."""
+    from splitc.schedule.policies import run_policy
+    from splitc.schedule.scenario import load_scenario
+
+    scn = load_scenario(scenario)
+    names = ["device-only", "edge-only", "cloud-only", "deepar", "splitc", "ilp"] if policy == "all" else [policy]
+    results = [run_policy(scn, name, ilp_limit) for name in names]
+    if as_json:
+        console.print_json(json.dumps({"warnings": scn.warnings, "schedules": [r.to_dict(scn) for r in results]}))
+        return
+    for warning in scn.warnings:
+        errors.print(f"warning: {warning}")
+    for r in results:
+        flag = "" if r.optimal is None else (" (optimal)" if r.optimal else f" ({r.note})")
+        console.print(f"{r.policy:14s} total {r.total_s:10.2f} s   mean {r.mean_s:8.3f} s{flag}")
 
 
 @app.command("bench")

@@ -132,9 +132,9 @@ def _exact_only(analysis, cut) -> list[int]:
 def _guess(analysis, options: EncodingOptions):
     def sizes(cut, c):
         values = analysis.graph.values
-        per_element = 4.0 if c == 32 else 2.0 if c == 16 else c / 8.0
-        size = sum(values[t].numel * (per_element if is_float(values[t].dtype) else values[t].dtype.itemsize)
-                   for t in cut)
+        per_element = 2.0 if c == 16 else c / 8.0
+        size = sum(values[t].numel * (per_element if is_float(values[t].dtype) and c != 32
+                                      else values[t].dtype.itemsize) for t in cut)
         return (size + HEADER_GUESS * len(cut) if cut else 0.0), 0.0, 0.0
     return sizes
 

@@ -45,7 +45,7 @@ def _cut_entry(graph: Graph, name: str, cloud_nodes: set[str], choice, books: di
         "bits": bits,
         "axis": enc.axis if enc is not None else None,
         "wire": enc.wire_names() if enc is not None else [name],
-        "codec": _codec_entry(enc, books) if value.dtype.kind == "f" else {"name": "array"},
+        "codec": {"name": "array"} if _exact_array(enc, value) else _codec_entry(enc, books),
         "predicted_bytes": value.nbytes,
         "predicted_drop": 0.0,
     }
@@ -54,6 +54,13 @@ def _cut_entry(graph: Graph, name: str, cloud_nodes: set[str], choice, books: di
         entry["predicted_bytes"] = choice.option.sent_bytes * share
         entry["predicted_drop"] = choice.option.drop
     return entry
+
+
+def _exact_array(enc, value) -> bool:
+    """Sent as a plain array in its own dtype: integer and bool tensors, unquantized non-float32 floats."""
+    if enc is not None:
+        return enc.exact_array
+    return value.dtype != "float32"
 
 
 def _codec_entry(enc, books: dict[str, str]) -> dict:

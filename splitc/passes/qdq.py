@@ -39,6 +39,7 @@ class Encoding:
     codec: str = "none"  # "huffman", "none", or "jpeg" (lossy; 8 bits, per tensor, image-shaped)
     quality: int = 0  # JPEG quality 1..100 (codec "jpeg" only)
     dtype: str = "float32"  # the tensor's dtype; integer and bool tensors are only ever sent exactly (bits 32)
+    # float16/float64 tensors: quantized through float32 (a Cast on each side), or exact in their own dtype
 
     def __post_init__(self) -> None:
         if self.bits not in QUANT_BITS + RAW_BITS:
@@ -50,8 +51,9 @@ class Encoding:
 
     @property
     def exact_array(self) -> bool:
-        """An integer or bool tensor: sent as a plain array in its own dtype, never quantized."""
-        return not is_float(self.dtype)
+        """Sent exactly as a plain array in its own dtype: an integer or bool tensor (never quantized), or an
+        unquantized float tensor that is not float32 (float16, float64)."""
+        return not is_float(self.dtype) or (self.bits == 32 and np.dtype(self.dtype) != np.float32)
 
     @property
     def quantized(self) -> bool:
@@ -95,11 +97,12 @@ def encoding_for(tensor: str, width: int | str, axis: int | None, codec: str, dt
 
     Integer and bool tensors ignore the width: they cross exactly, in their own dtype.
     """
+    dtype = str(np.dtype(dtype))
     if not is_float(dtype):
-        return Encoding(tensor, 32, None, "none", dtype=str(np.dtype(dtype)))
+        return Encoding(tensor, 32, None, "none", dtype=dtype)
     if isinstance(width, str):
-        return Encoding(tensor, 8, None, "jpeg", jpeg_quality(width))
-    return Encoding(tensor, width, axis, codec if width <= 8 else "none")
+        return Encoding(tensor, 8, None, "jpeg", jpeg_quality(width), dtype=dtype)
+    return Encoding(tensor, width, axis, codec if width <= 8 else "none", dtype=dtype)
 
 
 def _reduce_axes(rank: int, axis: int | None) -> list[int] | None:
@@ -130,14 +133,22 @@ def _const(name: str, value) -> onnx.NodeProto:
 
 
 def quantize_nodes(enc: Encoding, rank: int, opset: int) -> list[onnx.NodeProto]:
-    """Nodes that turn ``enc.tensor`` into its wire tensors, in the edge half."""
+    """Nodes that turn ``enc.tensor`` into its wire tensors, in the edge half.
+
+    A float16 or float64 tensor is cast to float32 first: the quantizer's arithmetic is float32's.
+    """
     t = enc.tensor
     if enc.bits == 16:
         return [helper.make_node("Cast", [t], [f"{t}.f16"], name=f"{t}/to_f16", to=TensorProto.FLOAT16)]
     q, lo, hi = enc.wire_names()
     p = f"{t}/quantize"
     axes = _reduce_axes(rank, enc.axis)
+    widen = []
+    if np.dtype(enc.dtype) != np.float32:
+        widen = [helper.make_node("Cast", [t], [f"{p}/f32"], name=f"{p}/to_f32", to=TensorProto.FLOAT)]
+        t = f"{p}/f32"
     return [
+        *widen,
         *_reduce("ReduceMin", t, lo, axes, opset, f"{p}/min"),
         *_reduce("ReduceMax", t, hi, axes, opset, f"{p}/max"),
         _const(f"{p}/levels", np.float32((1 << enc.bits) - 1)),
@@ -155,12 +166,17 @@ def quantize_nodes(enc: Encoding, rank: int, opset: int) -> list[onnx.NodeProto]
 
 
 def dequantize_nodes(enc: Encoding) -> list[onnx.NodeProto]:
-    """Nodes that rebuild ``enc.tensor`` from its wire tensors, in the cloud half."""
+    """Nodes that rebuild ``enc.tensor`` from its wire tensors, in the cloud half (in its own dtype)."""
     t = enc.tensor
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(enc.dtype))
     if enc.bits == 16:
-        return [helper.make_node("Cast", [f"{t}.f16"], [t], name=f"{t}/from_f16", to=TensorProto.FLOAT)]
+        return [helper.make_node("Cast", [f"{t}.f16"], [t], name=f"{t}/from_f16", to=elem)]
     q, lo, hi = enc.wire_names()
     p = f"{t}/dequantize"
+    narrow = []
+    if np.dtype(enc.dtype) != np.float32:
+        narrow = [helper.make_node("Cast", [f"{p}/f32"], [t], name=f"{p}/to_{enc.dtype}", to=elem)]
+        t = f"{p}/f32"
     return [
         _const(f"{p}/levels", np.float32((1 << enc.bits) - 1)),
         helper.make_node("Cast", [q], [f"{p}/qf"], name=f"{p}/cast", to=TensorProto.FLOAT),
@@ -168,6 +184,7 @@ def dequantize_nodes(enc: Encoding) -> list[onnx.NodeProto]:
         helper.make_node("Div", [f"{p}/range", f"{p}/levels"], [f"{p}/step"], name=f"{p}/step"),
         helper.make_node("Mul", [f"{p}/qf", f"{p}/step"], [f"{p}/scaled"], name=f"{p}/scaled"),
         helper.make_node("Add", [f"{p}/scaled", lo], [t], name=f"{p}/shift"),
+        *narrow,
     ]
 
 
@@ -175,7 +192,8 @@ def wire_value_infos(enc: Encoding, shape: list[int]) -> list[onnx.ValueInfoProt
     """Types and shapes of the wire tensors."""
     names = enc.wire_names()
     if enc.bits == 32:
-        return [helper.make_tensor_value_info(names[0], TensorProto.FLOAT, shape)]
+        return [helper.make_tensor_value_info(names[0], helper.np_dtype_to_tensor_dtype(np.dtype(enc.dtype)),
+                                              shape)]
     if enc.bits == 16:
         return [helper.make_tensor_value_info(names[0], TensorProto.FLOAT16, shape)]
     ranges = _range_shape(shape, enc.axis)
@@ -255,11 +273,12 @@ def round_trip(x: np.ndarray, enc: Encoding) -> np.ndarray:
     """What the cloud half sees for ``x`` after the wire."""
     if enc.exact_array:
         return np.asarray(x)
+    own = np.asarray(x).dtype if np.asarray(x).dtype.kind == "f" else np.dtype(np.float32)
     if enc.bits == 32:
         return np.asarray(x, np.float32)
     if enc.bits == 16:
-        return np.asarray(x, np.float32).astype(np.float16).astype(np.float32)
+        return np.asarray(x).astype(np.float16).astype(own)
     q, lo, hi = simulate(x, enc)
     if enc.codec == "jpeg":
         q = codec_jpeg.round_trip(q, enc.quality)
-    return simulate_dequantize(q, lo, hi, enc.bits)
+    return simulate_dequantize(q, lo, hi, enc.bits).astype(own)

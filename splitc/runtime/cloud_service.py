@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import onnxruntime as ort
@@ -43,25 +44,42 @@ class ServedPlan:
     cut_shapes: list[tuple[int, ...]]
 
 
-def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """An onnxruntime CPU session (``threads`` intra-op threads; 0: onnxruntime's default)."""
+# onnxruntime's intra-op threads spin while they wait for work; a process sharing its cores with others (a Ray
+# replica beside the proxy and other replicas) sets this False so that idle threads yield the CPU.
+ALLOW_SPINNING = True
+
+
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    """onnxruntime session options with ``threads`` intra-op threads (0: onnxruntime's default)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if not ALLOW_SPINNING:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session (``threads`` intra-op threads; 0: onnxruntime's default)."""
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 class CloudService:
     """Runs the cloud halves of all plans in ``out_dir``."""
 
-    def __init__(self, out_dir: str | Path, ort_threads: int = 0, reply_bits: int = 32) -> None:
+    def __init__(self, out_dir: str | Path, ort_threads: int = 0, reply_bits: int = 32,
+                 plan_ids: Iterable[str] | None = None) -> None:
+        """``plan_ids``: load only these plans' cloud halves (None: every plan; the Ray engine runs one per
+        deployment)."""
         if reply_bits not in (16, 32):
             raise ValueError(f"reply bits must be 16 or 32, not {reply_bits}")
         self.plans = PlanSet(out_dir)
         self.reply_bits = reply_bits
-        self.served = {e.id: _serve(e, ort_threads) for e in self.plans.entries if e.has_cloud}
+        wanted = None if plan_ids is None else set(plan_ids)
+        self.served = {e.id: _serve(e, ort_threads) for e in self.plans.entries
+                       if e.has_cloud and (wanted is None or e.id in wanted)}
 
     def describe(self) -> dict:
         """What ``GET /v1/plans`` returns."""
@@ -74,30 +92,35 @@ class CloudService:
     def infer(self, body: bytes) -> tuple[bytes, str, dict]:
         """Serve one request: the response bytes, the plan id and the server timings (ms)."""
         t0 = time.perf_counter()
+        message, served, feeds = self.prepare(body)
+        t1 = time.perf_counter()
+        values = served.session.run(served.output_names, feeds)
+        t2 = time.perf_counter()
+        timing = {"decode_ms": (t1 - t0) * 1e3, "cloud_ms": (t2 - t1) * 1e3}
+        return self.respond(message, served, values, timing), message.plan_id, timing
+
+    def prepare(self, body: bytes) -> tuple[request.Message, ServedPlan, dict[str, np.ndarray]]:
+        """Parse and check a request and decode its cut tensors: the message, its plan and the cloud half's feeds."""
         try:
             message = request.decode_request(body, max_length=len(body))
         except codec.CodecError as exc:
             raise Rejected(400, "bad_request", str(exc)) from exc
         served = self._plan_for(message)
-        feeds = self._decode(served, message)
-        t1 = time.perf_counter()
-        values = served.session.run(served.output_names, feeds)
+        return message, served, self._decode(served, message)
+
+    def respond(self, message: request.Message, served: ServedPlan, values: list[np.ndarray],
+                timing: dict[str, float]) -> bytes:
+        """The response to ``message`` holding the cloud half's outputs; adds ``encode_ms`` to ``timing``."""
         t2 = time.perf_counter()
         records = [request.output_record(n, v, self.reply_bits) for n, v in zip(served.output_names, values)]
-        timing = {"decode_ms": (t1 - t0) * 1e3, "cloud_ms": (t2 - t1) * 1e3,
-                  "encode_ms": (time.perf_counter() - t2) * 1e3}
+        timing["encode_ms"] = (time.perf_counter() - t2) * 1e3
         reply = request.Message(message.plan_id, records, message.request_id, served.entry.crc, timing)
-        return request.encode_response(reply), message.plan_id, timing
+        return request.encode_response(reply)
 
     def _plan_for(self, message: request.Message) -> ServedPlan:
-        entry = self.plans.by_id.get(message.plan_id)
-        if entry is None:
-            raise Rejected(404, "unknown_plan", f"no plan {message.plan_id!r} here (see GET /v1/plans)")
-        if message.plan_crc and message.plan_crc != entry.crc:
-            raise Rejected(409, "plan_mismatch", f"plan {entry.id!r} differs from the client's (plan.json CRC "
-                                                 f"{message.plan_crc:08x}, the server has {entry.crc:08x})")
+        entry = check_plan(self.plans, message)
         if entry.id not in self.served:
-            raise Rejected(400, "edge_only", f"plan {entry.id!r} runs on the edge only")
+            raise Rejected(404, "unknown_plan", f"plan {entry.id!r} is not served here")
         return self.served[entry.id]
 
     def _decode(self, served: ServedPlan, message: request.Message) -> dict[str, np.ndarray]:
@@ -112,6 +135,19 @@ class CloudService:
             return served.cut_codec.decode([r.data for r in message.records])
         except codec.CodecError as exc:
             raise Rejected(400, "bad_request", str(exc)) from exc
+
+
+def check_plan(plans: PlanSet, message: request.Message) -> PlanEntry:
+    """The plan a request names: 404 when there is none, 409 when its CRC differs, 400 when it is edge-only."""
+    entry = plans.by_id.get(message.plan_id)
+    if entry is None:
+        raise Rejected(404, "unknown_plan", f"no plan {message.plan_id!r} here (see GET /v1/plans)")
+    if message.plan_crc and message.plan_crc != entry.crc:
+        raise Rejected(409, "plan_mismatch", f"plan {entry.id!r} differs from the client's (plan.json CRC "
+                                             f"{message.plan_crc:08x}, the server has {entry.crc:08x})")
+    if not entry.has_cloud:
+        raise Rejected(400, "edge_only", f"plan {entry.id!r} runs on the edge only")
+    return entry
 
 
 def _check_record(record: request.Record, tensor: str, shape: tuple[int, ...],
@@ -132,7 +168,9 @@ def _serve(entry: PlanEntry, threads: int) -> ServedPlan:
     session = open_session(entry.dir / entry.plan["cloud"]["file"], threads)
     names = [o.name for o in session.get_outputs()]
     shapes = [tuple(int(d) for d in c["shape"]) for c in entry.plan["cut"]]
-    return ServedPlan(entry, session, CutCodec(entry.plan, entry.dir), names, shapes)
+    cut_codec = CutCodec(entry.plan, entry.dir)
+    cut_codec.warm_up()
+    return ServedPlan(entry, session, cut_codec, names, shapes)
 
 
 def _describe(entry: PlanEntry, served: bool) -> dict:

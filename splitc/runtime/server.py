@@ -84,8 +84,7 @@ class CloudApp:
             if not self.authorised(request):
                 raise Rejected(401, "unauthorised", "missing or wrong bearer token")
             body = await read_body(request, self.max_body)
-            loop = asyncio.get_running_loop()
-            reply, plan_id, timing = await loop.run_in_executor(self.pool, self.service.infer, body)
+            reply, plan_id, timing = await self.answer(body)
         except Rejected as exc:
             self.metrics.failed(exc.status, exc.code, len(body))
             return _error(exc.status, exc.code, str(exc))
@@ -98,6 +97,11 @@ class CloudApp:
             return _error(500, "internal", f"{type(exc).__name__}: {exc}")
         self.metrics.served(plan_id, time.perf_counter() - start, timing["cloud_ms"], len(body), len(reply))
         return Response(reply, media_type="application/octet-stream")
+
+    async def answer(self, body: bytes) -> tuple[bytes, str, dict]:
+        """Run one request body (the Ray engine overrides this to call its plan deployments)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, self.service.infer, body)
 
     async def probe(self, request: Request) -> Response:
         if not self.authorised(request):

@@ -267,7 +267,7 @@ def _ilp(scenario: Scenario, W: np.ndarray, families=("slots", "uplink", "backbo
 def solve_ilp(scenario: Scenario, time_limit: float = 60.0) -> Schedule:
     """DeePar eqs. 20-25 with pulp/CBC; every task starts at its arrival with b = B_i."""
     W = scenario.delay_matrix()
-    n, m = W.shape[0], len(scenario.edges)
+    m = len(scenario.edges)
     prob, q, status, sol_status = _ilp(scenario, W, time_limit=time_limit)
     if status == "Infeasible":
         binding = [f for f in FAMILIES if _ilp(scenario, W, tuple(x for x in FAMILIES if x != f),

@@ -230,8 +230,19 @@ def nhwc_sandwich() -> onnx.ModelProto:
     return model
 
 
+def float16_copy(name: str) -> Path:
+    """A float16 model (inputs and outputs too), as converted for Jetson-class GPUs."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(HERE / f"{name}.onnx"), keep_io_types=False)
+    path = HERE / f"{name}_fp16.onnx"
+    onnx.save(model, path)
+    return path
+
+
 def main() -> int:
     written = export_torch()
+    written.append(float16_copy("dbnet_fpn"))
     onnx.save(nhwc_sandwich(), HERE / "nhwc_tf2onnx.onnx")
     written.append(HERE / "nhwc_tf2onnx.onnx")
     for path in written:
