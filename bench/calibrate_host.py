@@ -19,14 +19,14 @@ from pathlib import Path
 
 import onnx
 
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.frontend import import_model
 from splitc.passes.base import PassManager
 from splitc.passes.dce import DeadCodeElimination
 from splitc.profiling.calibration import fit_table, node_samples
 from splitc.profiling.machine import machine_facts
 from splitc.profiling.measure import measure_nodes
-from splitc.profiling.roofline import CALIBRATION
+from splitc.cost.roofline import CALIBRATION
 from splitc.profiling.timing import random_feeds, time_model
 
 LIGHT = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"

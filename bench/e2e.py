@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import photos  # noqa: E402
-from splitc.bench_e2e import BenchConfig, _plan_text, markdown, plot, run_model_bench  # noqa: E402
+from splitc.tools.bench_e2e import BenchConfig, _plan_text, markdown, plot, run_model_bench  # noqa: E402
 from splitc.schedule.models import resnet50, vgg16  # noqa: E402  (the shared VGG-16/ResNet-50 layouts)
 from splitc.units import parse_bandwidth  # noqa: E402
 

@@ -46,12 +46,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.api import analyse
 from splitc.backends import onnx_backend as emit
-from splitc.passes.cost import annotate_costs, cost_model_for
-from splitc.passes.partition import forced_partition, make_partition
-from splitc.passes.problem import evaluate
+from splitc.cost.model import annotate_costs
+from splitc.cost.resolve import cost_model_for
+from splitc.partition.solve import forced_partition, make_partition
+from splitc.partition.pricing import evaluate
 from splitc.profiling.command import write_profile
 from splitc.profiling.measure import ROUNDS, profile_model
 from splitc.profiling.timing import MIN_SECONDS, random_feeds, sample_model, time_model

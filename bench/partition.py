@@ -31,14 +31,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.frontend import import_model
 from splitc.passes.base import PassManager
-from splitc.passes.baselines import whole_graph_networkx, whole_graph_scipy
-from splitc.passes.cost import annotate_costs, cost_model_for
+from splitc.testing.baselines import whole_graph_networkx, whole_graph_scipy
+from splitc.cost.model import annotate_costs
+from splitc.cost.resolve import cost_model_for
 from splitc.passes.dce import DeadCodeElimination
-from splitc.passes.partition import partition
-from splitc.passes.problem import SplitProblem, evaluate, problem_from_graph
+from splitc.partition.solve import partition
+from splitc.partition.problem import SplitProblem, problem_from_graph
+from splitc.partition.pricing import evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EDGE, CLOUD = "jetson-tx2", "t4"

@@ -26,9 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from splitc import zoo  # noqa: E402
+from splitc.testing import zoo  # noqa: E402
 from splitc.partition import Link, TierProblem, deepar_chain, evaluate_tiers, solve_tiers  # noqa: E402
-from splitc.passes.baselines import random_dag_problem  # noqa: E402
+from splitc.testing.baselines import random_dag_problem  # noqa: E402
 from splitc.schedule.models import graph_of  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -39,7 +39,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import splitc  # noqa: E402
-from splitc import zoo  # noqa: E402
+from splitc.testing import zoo  # noqa: E402
 from splitc.backends.tvm.build import build_half, tvm_version  # noqa: E402
 from splitc.backends.tvm.targets import host_target  # noqa: E402
 from splitc.runtime.tvm_half import TvmHalf  # noqa: E402

@@ -7,7 +7,7 @@
 The compiler is imported lazily, so ``import splitc.runtime`` stays light.
 """
 
-__version__ = "0.1.0"
+from splitc._version import __version__
 
 __all__ = ["compile", "analyse", "CompiledSplit", "Analysis", "__version__"]
 

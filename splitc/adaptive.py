@@ -7,7 +7,7 @@ lower envelope of these lines over ``[1/hi, 1/lo]``; ``envelope`` computes it
 exactly (rational arithmetic, no grid) and returns each winning option with
 the bandwidth interval ``[lo, hi)`` where it is optimal. Options that are
 optimal at a single point only are not emitted; exact ties are broken as
-``splitc.passes.select_bits.rank`` does (fewer bytes, then fewer bits).
+``splitc.partition.select.rank`` does (fewer bytes, then fewer bits).
 
 ``compile_range`` writes ``OUT/plans.json`` and ``OUT/plans/<id>/`` (see docs/plan.md).
 """
@@ -24,10 +24,10 @@ from splitc import __version__, joint
 from splitc.api import Analysis, CompiledSplit, analyse, calibration_warnings
 from splitc.backends.output import write_directory
 from splitc.errors import SplitcError
-from splitc.passes.confidence import DEFAULT_CONFIDENCE
-from splitc.passes.confidence import using as using_confidence
-from splitc.passes.partition import partition
-from splitc.passes.select_bits import Option, feasible, rank
+from splitc.calibration.confidence import DEFAULT_CONFIDENCE
+from splitc.calibration.confidence import using as using_confidence
+from splitc.partition.solve import partition
+from splitc.partition.select import Option, feasible, rank
 from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE
 from splitc.units import parse_bandwidth
 

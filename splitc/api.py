@@ -18,14 +18,15 @@ from splitc.errors import SplitcError
 from splitc.frontend import import_model
 from splitc.ir.graph import Graph
 from splitc.passes.base import PassManager
-from splitc.passes.cost import CostModel, annotate_costs, cost_model_for
+from splitc.cost.model import CostModel, annotate_costs
+from splitc.cost.resolve import cost_model_for
 from splitc.passes.dce import DeadCodeElimination
-from splitc.passes.partition import Partition, PartitionResult, forced_partition, make_partition, partition
+from splitc.partition.solve import Partition, PartitionResult, forced_partition, make_partition, partition
 from splitc.passes import precision, qdq
-from splitc.passes.confidence import DEFAULT_CONFIDENCE
-from splitc.passes.confidence import using as using_confidence
-from splitc.passes.problem import problem_from_graph
-from splitc.profiling.costmodel import attach_measured
+from splitc.calibration.confidence import DEFAULT_CONFIDENCE
+from splitc.calibration.confidence import using as using_confidence
+from splitc.partition.problem import problem_from_graph
+from splitc.cost.profile import attach_measured
 from splitc.joint import Choice, EncodingOptions, UncheckedAccuracy, choose
 from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE, get_target
 from splitc.units import parse_bandwidth, parse_time_ms
@@ -159,7 +160,7 @@ def _edge_model(target: str | CostModel, edge_precision: str) -> CostModel:
         return cost_model_for(target)
     if not isinstance(target, str) or target.endswith(".json"):
         raise SplitcError("--edge-precision fp16 needs a built-in --target (a measured profile is for one precision)")
-    from splitc.profiling.roofline import roofline_for
+    from splitc.cost.roofline import roofline_for
 
     return roofline_for(get_target(target).in_fp16())
 
@@ -199,7 +200,7 @@ def compile(
     so that the accuracy drop measured on ``calib`` (an ``.npz`` keyed by input
     names, optionally with ``labels``) stays within ``max_drop`` (a fraction).
     ``calib`` may also be a folder of images, prepared as ``preprocess`` says
-    (see ``splitc.passes.calib_images``). ``codec`` is ``"huffman"`` or
+    (see ``splitc.calibration.images``). ``codec`` is ``"huffman"`` or
     ``"none"``; ``cache_dir`` holds an earlier output whose calibration tables
     may be reused. With ``bits="auto"``, ``codec="huffman"`` and ``calib``,
     ``jpeg`` also tries JPEG coding (lossy; qualities in
@@ -208,7 +209,7 @@ def compile(
     ``edge_precision="fp16"`` emits the edge half in float16 (targets with an
     FP16 rate: ``splitc targets``); its accuracy cost is measured with ``calib``.
     ``confidence`` is the level of the certified upper bound on the drop that
-    must be within ``max_drop`` (``splitc.passes.confidence``).
+    must be within ``max_drop`` (``splitc.calibration.confidence``).
     """
     analysis = analyse(model, target, cloud, bandwidth, rtt, input_shapes, progress, edge_precision)
     step = progress or (lambda _stage: None)
@@ -225,7 +226,7 @@ def compile(
     step("emitting the halves")
     split = analysis.split(cut, alternatives, choice)
     if preprocess is not None:
-        from splitc.passes.calib_images import Preprocess
+        from splitc.calibration.images import Preprocess
 
         split.plan["preprocess"] = Preprocess.parse(preprocess).to_json()
     return split
@@ -235,7 +236,7 @@ def calibration_warnings(table, max_drop: float) -> None:
     """Warn (``CalibrationWarning``) about degenerate data and a set too small to certify ``max_drop``."""
     if table is None:
         return
-    from splitc.passes.calibrate import CalibrationWarning
+    from splitc.calibration.data import CalibrationWarning
 
     for note in [*table.notes, table.too_small(max_drop)]:
         if note:

@@ -412,7 +412,7 @@ def bench_command(
     edge_precision: str = typer.Option("fp32", "--edge-precision", help="fp32 or fp16: splitc's edge halves."),
 ) -> None:
     """Measure splitc's plan against Origin2Cloud, PNG2Cloud, JPEG2Cloud and edge-only through netem."""
-    from splitc.bench_e2e import BenchConfig, run_bench
+    from splitc.tools.bench_e2e import BenchConfig, run_bench
     from splitc.units import parse_bandwidth, parse_time_ms
 
     config = BenchConfig(model, target, cloud, sorted(parse_bandwidth(b) for b in bw.split(",") if b.strip()),
@@ -458,7 +458,7 @@ class _progress:
         self.status = None
 
     def __enter__(self):
-        from splitc.passes import calibrate
+        from splitc.calibration import calibrate
 
         self.hook = calibrate.reporting(self.calibration)
         self.hook.__enter__()

@@ -16,9 +16,11 @@ from typing import Callable
 
 
 from splitc.errors import SplitcError
-from splitc.passes import calibrate, precision, prune_cuts
+from splitc.calibration import calibrate
+from splitc.passes import precision
+from splitc.partition import prune as prune_cuts
 from splitc.passes.qdq import QUANT_BITS, Encoding, encoding_for, is_float, jpeg_quality, jpeg_width
-from splitc.passes.select_bits import Option, rank, within_bound
+from splitc.partition.select import option_summary, Option, rank, within_bound
 from splitc.runtime import codec
 from splitc.runtime.codec_jpeg import image_layout
 
@@ -147,7 +149,7 @@ def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, .
 
     ``bandwidths`` (bytes/s, default: the analysis's link) is the range the
     options are for: cuts that cannot be optimal anywhere in it are not
-    measured (``splitc.passes.prune_cuts``) and yield no options.
+    measured (``splitc.partition.prune``) and yield no options.
     """
     options.check()
     bits = options.bit_choices()
@@ -301,22 +303,6 @@ def _codebooks(analysis, options: EncodingOptions, encodings: list[Encoding]) ->
     types = {e.tensor: (graph.values[e.tensor].shape, graph.values[e.tensor].dtype) for e in chosen}
     meas = calibrate.run_probe(graph.model, list(types), types, calib, _rewrite(analysis))
     return {e.tensor: calibrate.train_codebook([a[e.tensor] for a in meas.activations], e) for e in chosen}
-
-
-def option_summary(option: Option, bandwidth: float, rtt_ms: float) -> dict:
-    return {
-        "kind": option.kind if option.cut else "edge-only",
-        "cut": list(option.cut),
-        "bits": option.bits,
-        **({"jpeg_quality": option.jpeg_quality} if option.jpeg_quality else {}),
-        "bytes": option.sent_bytes,
-        "drop": option.drop,
-        "drop_se": option.drop_se,
-        "edge_ms": option.edge_ms,
-        "transfer_ms": option.transfer_ms(bandwidth, rtt_ms),
-        "cloud_ms": option.cloud_ms,
-        "total_ms": option.total_ms(bandwidth, rtt_ms),
-    }
 
 
 __all__ = ["EncodingOptions", "Choice", "choose", "make_choice", "measured_options", "candidate_cuts",

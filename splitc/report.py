@@ -251,10 +251,10 @@ def written_files(out: Path) -> list[tuple[str, int]]:
 def inspect_model(model, input_shapes=None) -> dict:
     """Structure of a model as splitc sees it: sizes, FLOPs, cut vertices, atomic and custom ops."""
     from splitc.frontend import import_model
-    from splitc.passes.cost import CostTable
-    from splitc.passes.cut_vertices import find_cut_vertices
+    from splitc.cost.model import CostTable
+    from splitc.partition.cut_vertices import find_cut_vertices
     from splitc.passes.dce import DeadCodeElimination
-    from splitc.passes.problem import problem_from_graph
+    from splitc.partition.problem import problem_from_graph
 
     graph = DeadCodeElimination()(import_model(model, input_shapes)).graph
     data = graph.data_nodes

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from splitc import zoo
+from splitc.testing import zoo
 
 LIGHT_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
 LIGHT_MODELS = sorted(LIGHT_DIR.glob("light_*.onnx"))

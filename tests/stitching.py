@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 import splitc
-from splitc import zoo
-from splitc.passes.cost import RooflineCostModel
+from splitc.testing import zoo
+from splitc.cost.model import RooflineCostModel
 from splitc.targets import Target
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "digits"

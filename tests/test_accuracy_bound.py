@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from splitc.passes import confidence as conf
-from splitc.passes.calibrate import Table, degenerate, drop_entry
-from splitc.passes.select_bits import Option, within_bound
+from splitc.calibration import confidence as conf
+from splitc.calibration.calibrate import Table, degenerate, drop_entry
+from splitc.partition.select import Option, within_bound
 
 
 def _certifies(bound: float, max_drop: float) -> bool:

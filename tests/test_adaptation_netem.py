@@ -4,7 +4,7 @@ Two hand-made bandwidth-range outputs, each an edge-only plan ``p0`` below a
 breakpoint and a cloud plan ``p1`` above it:
 
 * small frames: the digits CNN, ``p1`` sends the 8-bit input (a 71-byte frame),
-  breakpoint 537 KB/s (as in the compile of issue 13);
+  breakpoint 537 KB/s (a tegra-k1 edge, an h100 cloud and a 0.01 ms RTT);
 * large frames: a model whose ``p1`` sends a 100 KiB float32 input, breakpoint 1 MB/s.
 
 A request every 50 ms. Targets: zero flips at a steady rate, the switch within

@@ -17,10 +17,10 @@ import onnx
 import pytest
 
 import splitc
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.adaptive import compile_range, envelope, line, parse_range
 from splitc.errors import SplitcError
-from splitc.passes.select_bits import Option, rank
+from splitc.partition.select import Option, rank
 from splitc.runtime import EdgeClient, Pipeline, PlanSet
 from splitc.runtime.bandwidth import BandwidthEstimator, PlanSwitcher
 from splitc.runtime.netem import NetemThread

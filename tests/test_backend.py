@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 import splitc
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.backends import onnx_backend
 from splitc.errors import CutError, SplitcError
 from splitc.runtime import Pipeline

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import splitc
-from splitc import zoo
-from splitc.bench_e2e import METHODS, BenchConfig, Emulation, host_profile, run_model_bench
+from splitc.testing import zoo
+from splitc.tools.bench_e2e import METHODS, BenchConfig, Emulation, host_profile, run_model_bench
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "digits"
 

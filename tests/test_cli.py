@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from splitc import zoo
+from splitc.testing import zoo
 from tests.conftest import random_feeds, run_model
 
 

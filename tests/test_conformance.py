@@ -30,8 +30,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import splitc
 from splitc.errors import ShapeError
-from splitc.passes.baselines import whole_graph_networkx
-from splitc.passes.problem import evaluate
+from splitc.testing.baselines import whole_graph_networkx
+from splitc.partition.pricing import evaluate
 from splitc.runtime import EdgeClient, Pipeline
 from splitc.runtime.server import ServerThread
 

@@ -23,9 +23,10 @@ from splitc.api import Analysis
 from splitc.backends import onnx_backend as emit
 from splitc.errors import CutError
 from splitc.joint import candidate_cuts
-from splitc.passes.baselines import random_dag_problem
-from splitc.passes.partition import forced_partition, make_partition, partition
-from splitc.passes.problem import evaluate, is_valid
+from splitc.testing.baselines import random_dag_problem
+from splitc.partition.solve import forced_partition, make_partition, partition
+from splitc.partition.pricing import evaluate
+from splitc.partition.problem import is_valid
 from tests.test_latency_partition import valid_assignments, with_measurements
 
 

@@ -18,14 +18,15 @@ import onnx.numpy_helper
 import onnx.parser
 import pytest
 
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.frontend import import_model
 from splitc.passes.base import PassManager
-from splitc.passes.baselines import random_dag_problem
-from splitc.passes.cost import annotate_costs, cost_model_for
-from splitc.passes.cut_vertices import find_cut_vertices
+from splitc.testing.baselines import random_dag_problem
+from splitc.cost.model import annotate_costs
+from splitc.cost.resolve import cost_model_for
+from splitc.partition.cut_vertices import find_cut_vertices
 from splitc.passes.dce import DeadCodeElimination
-from splitc.passes.problem import SplitProblem, problem_from_graph
+from splitc.partition.problem import SplitProblem, problem_from_graph
 
 SOURCE, SINK = "source", "sink"
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 import splitc
-from splitc import zoo
+from splitc.testing import zoo
 from tests.conftest import LIGHT_MODELS, light_ids, random_feeds, run_model
 
 RTOL, ATOL = 1e-5, 1e-6

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.errors import ModelError, ShapeError
 from splitc.frontend import import_model, subgraph_captures
 from splitc.ir import verify

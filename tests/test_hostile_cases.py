@@ -1,4 +1,4 @@
-"""Regression tests of the 13 failures of the adversarial pass (issue 13), one or more per case.
+"""Regression tests of hostile inputs found by an adversarial pass over the CLI, codec, server and client.
 
 CLI cases run ``splitc.cli.main`` in this process and check the exit code and
 that stderr is one line without a traceback; codec, server and client cases

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import splitc
-from splitc import joint, zoo
-from splitc.passes import calibrate
-from splitc.passes.partition import forced_partition
+from splitc import joint
+from splitc.testing import zoo
+from splitc.calibration import calibrate
+from splitc.partition.solve import forced_partition
 from splitc.passes.qdq import Encoding, jpeg_width, round_trip
-from splitc.passes.select_bits import Option
+from splitc.partition.select import Option
 from splitc.runtime import EdgeClient, Pipeline, codec, codec_jpeg
 from splitc.runtime.server import ServerThread
 

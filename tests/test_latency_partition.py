@@ -1,7 +1,7 @@
 """The partitioner with measured prefix/suffix times (segment-aware costs) against brute force.
 
 The oracle prices an assignment from explicit ancestor and descendant sets,
-independently of the segment bookkeeping in ``splitc.profiling.segments``. The
+independently of the segment bookkeeping in ``splitc.partition.segments``. The
 anchors are the source, the cut vertices and the sink. The edge anchor is the
 last whose ancestors all run on the edge, the cloud anchor the first whose
 descendants all run on the cloud; edge = prefix(edge anchor) + edge_ms of the
@@ -19,10 +19,11 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from splitc.passes.baselines import random_dag_problem
-from splitc.passes.cut_vertices import find_cut_vertices
-from splitc.passes.partition import forced_partition, partition
-from splitc.passes.problem import SplitProblem, evaluate, is_valid
+from splitc.testing.baselines import random_dag_problem
+from splitc.partition.cut_vertices import find_cut_vertices
+from splitc.partition.solve import forced_partition, partition
+from splitc.partition.problem import SplitProblem, is_valid
+from splitc.partition.pricing import evaluate
 
 EXACT = dict(abs=1e-9)
 

@@ -20,19 +20,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.frontend import import_model
 from splitc.passes.base import PassManager
-from splitc.passes.baselines import (
-    brute_force,
-    random_dag_problem,
-    whole_graph_networkx,
-    whole_graph_scipy,
-)
-from splitc.passes.cost import annotate_costs, cost_model_for
+from splitc.testing.baselines import brute_force, random_dag_problem, whole_graph_networkx, whole_graph_scipy
+from splitc.cost.model import annotate_costs
+from splitc.cost.resolve import cost_model_for
 from splitc.passes.dce import DeadCodeElimination
-from splitc.passes.partition import partition
-from splitc.passes.problem import SplitProblem, evaluate, is_valid, problem_from_graph
+from splitc.partition.solve import partition
+from splitc.partition.problem import SplitProblem, is_valid, problem_from_graph
+from splitc.partition.pricing import evaluate
 
 EXACT = dict(abs=1e-9)
 
@@ -322,7 +319,7 @@ def test_differences_below_the_integer_resolution_are_solved_exactly(monkeypatch
 
     With the certification threshold at zero every uncertain segment is re-solved exactly.
     """
-    from splitc.passes import mincut
+    from splitc.partition import mincut
 
     monkeypatch.setattr(mincut, "_CERTIFY", 0.0)
     rng = np.random.default_rng(7)

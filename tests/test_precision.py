@@ -9,8 +9,10 @@ import onnx
 import pytest
 
 import splitc
-from splitc import joint, zoo
-from splitc.passes import calibrate, precision
+from splitc import joint
+from splitc.testing import zoo
+from splitc.calibration import calibrate
+from splitc.passes import precision
 from splitc.runtime import Pipeline
 from splitc.targets import TargetError, get_target
 from tests.conftest import run_model

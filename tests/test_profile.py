@@ -11,17 +11,17 @@ import onnx
 import pytest
 
 import splitc
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.frontend import import_model
 from splitc.passes.base import PassManager
-from splitc.passes.cost import cost_model_for
+from splitc.cost.resolve import cost_model_for
 from splitc.passes.dce import DeadCodeElimination
-from splitc.passes.partition import forced_partition
+from splitc.partition.solve import forced_partition
 from splitc.profiling.command import write_profile
 from splitc.profiling.fusion import fused_groups, share_by_flops
 from splitc.profiling.kernels import profile_kernels
 from splitc.profiling.measure import profile_model
-from splitc.profiling.schema import SCHEMA
+from splitc.cost.schema import SCHEMA
 from splitc.profiling.timing import random_feeds
 from tests.conftest import LIGHT_DIR
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.profiling.command import write_profile
 from splitc.profiling.measure import profile_model
 

@@ -14,13 +14,13 @@ from hypothesis.extra import numpy as hnp
 from onnx.reference import ReferenceEvaluator
 
 import splitc
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.backends.stitched import HUFFMAN_OPS, stitched_model
 from splitc.joint import EncodingOptions, choose
 from splitc.passes import qdq
 from splitc.runtime import codec
-from splitc.passes.cost import RooflineCostModel
-from splitc.passes.select_bits import Option, select, solve_ilp
+from splitc.cost.model import RooflineCostModel
+from splitc.partition.select import Option, select, solve_ilp
 from splitc.runtime import Pipeline
 from splitc.targets import Target
 from tests.conftest import random_feeds, run_model
@@ -192,7 +192,7 @@ def test_calibration_table_is_cached_next_to_the_output(tmp_path: Path, monkeypa
     table = json.loads((out / "calibration.json").read_text())
     assert table["metric"] == "top1" and table["entries"]
 
-    from splitc.passes import calibrate
+    from splitc.calibration import calibrate
 
     def refuse(*args, **kwargs):
         raise AssertionError("the cached table should have been used")
@@ -218,7 +218,7 @@ def test_fixed_bits_and_raw_widths(tmp_path: Path) -> None:
 def test_calibration_from_an_image_folder(tmp_path: Path) -> None:
     from PIL import Image
 
-    from splitc.passes.calibrate import load
+    from splitc.calibration.calibrate import load
 
     data = np.load(TEST)
     for i, (x, label) in enumerate(zip(data["image"][:12], data["labels"][:12])):
@@ -286,10 +286,10 @@ def test_codec_none_packs_the_same_symbols(tmp_path: Path) -> None:
 def test_pruned_calibration_picks_what_full_calibration_picks() -> None:
     """Widths skipped as dominated never change the choice: same option as measuring every width."""
     from splitc import joint
-    from splitc.passes import calibrate
-    from splitc.passes.select_bits import rank
+    from splitc.calibration import calibrate
+    from splitc.partition.select import rank
 
-    from splitc.passes import prune_cuts
+    from splitc.partition import prune as prune_cuts
     from splitc.passes.qdq import width_order
 
     analysis = splitc.analyse(DIGITS, target=MCU, cloud="t4", bandwidth="1MBps", rtt="1ms")
@@ -343,7 +343,7 @@ def test_pruned_calibration_picks_what_full_calibration_picks() -> None:
        st.tuples(st.floats(0, 100), st.floats(0, 50)), st.floats(0.01, 1.0), st.floats(1.0, 10.0))
 def test_cut_pruning_is_exact_against_a_dense_scan(upper, line, x_lo, width) -> None:
     """A pruned line is above the known-feasible envelope everywhere; a kept one touches it somewhere."""
-    from splitc.passes.prune_cuts import envelope_at, witness
+    from splitc.partition.prune import envelope_at, witness
 
     x_range = (x_lo, x_lo * width)
     points, env = envelope_at(upper, x_range)
@@ -360,7 +360,7 @@ def test_cut_pruning_is_exact_against_a_dense_scan(upper, line, x_lo, width) -> 
 def test_the_feasible_envelope_tightens_as_options_pass() -> None:
     """After ``add``, a (cut, bytes) is rejected exactly when it is slower than every known option everywhere."""
     from splitc import joint
-    from splitc.passes.prune_cuts import FeasibleEnvelope, times
+    from splitc.partition.prune import FeasibleEnvelope, times
 
     analysis = splitc.analyse(DIGITS, target=MCU, cloud="t4", bandwidth="1MBps", rtt="1ms")
     cuts = [c for c in joint.candidate_cuts(analysis) if c]

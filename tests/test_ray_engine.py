@@ -30,7 +30,7 @@ try:
 except ImportError:  # the `ray` extra is not installed
     pytest.skip("Ray Serve is not installed (pip install 'splitc[ray]')", allow_module_level=True)
 
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.adaptive import compile_range
 from splitc.cli import main
 from splitc.runtime import EdgeClient, Pipeline, codec, request

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.runtime import CloudError, EdgeClient, Pipeline, codec, request
 from splitc.runtime.server import ServerThread
 from tests.conftest import run_model

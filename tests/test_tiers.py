@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from splitc.partition import Link, TierProblem, deepar_chain, evaluate_tiers, solve_tiers
 from splitc.partition.tiers import build_tier_network, is_monotone, networkx_graph
-from splitc.passes.baselines import random_dag_problem
-from splitc.passes.partition import partition
-from splitc.passes.problem import SplitProblem
+from splitc.testing.baselines import random_dag_problem
+from splitc.partition.solve import partition
+from splitc.partition.problem import SplitProblem
 
 
 def oracle_cost(p: TierProblem, tier: np.ndarray) -> float:
@@ -230,7 +230,7 @@ def test_round_off_certified_on_wide_ranges():
 
 
 def test_from_graph_zoo_model():
-    from splitc import zoo
+    from splitc.testing import zoo
     from splitc.frontend import import_model
     from splitc.passes.base import PassManager
     from splitc.passes.dce import DeadCodeElimination
@@ -248,7 +248,7 @@ def test_from_graph_zoo_model():
 def test_dead_code_rejected():
     sp2 = random_dag_problem(np.random.default_rng(3), 12, allow_dead=True)
     p = TierProblem.from_split(sp2, sp2.edge_ms, Link(1000.0))
-    from splitc.passes.problem import dead_nodes
+    from splitc.partition.problem import dead_nodes
     if len(dead_nodes(sp2)):
         with pytest.raises(ValueError, match="reaches no graph output"):
             solve_tiers(p)

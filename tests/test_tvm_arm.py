@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("tvm", reason="apache-tvm is not installed (pip install 'splitc[tvm]')")
 
 import splitc  # noqa: E402
-from splitc import zoo  # noqa: E402
+from splitc.testing import zoo  # noqa: E402
 from tests.conftest import random_feeds, run_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 pytest.importorskip("tvm.relax.frontend.onnx", reason="apache-tvm is not installed (pip install 'splitc[tvm]')")
 
 import splitc  # noqa: E402
-from splitc import zoo  # noqa: E402
+from splitc.testing import zoo  # noqa: E402
 from splitc.backends.output import write_directory  # noqa: E402
 from splitc.backends.tvm import TVMTargetError, TVMWarning, UnsupportedOpsError, write_tvm_halves  # noqa: E402
 from splitc.backends.tvm.targets import host_target  # noqa: E402

@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 import splitc
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.backends.tvm import TVMNotInstalled, TVMTargetError
 from splitc.backends.tvm.build import require_tvm
 from splitc.backends.tvm.targets import CUDA_ARCH, EDGE, edge_target

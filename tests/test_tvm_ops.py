@@ -8,7 +8,7 @@ from onnx import TensorProto, helper
 
 pytest.importorskip("tvm.relax.frontend.onnx", reason="apache-tvm is not installed (pip install 'splitc[tvm]')")
 
-from splitc import zoo  # noqa: E402
+from splitc.testing import zoo  # noqa: E402
 from splitc.backends.tvm.ops import unsupported_nodes  # noqa: E402
 
 FLOAT = TensorProto.FLOAT

@@ -1,4 +1,4 @@
-"""Tests for the reference model zoo (splitc.zoo)."""
+"""Tests for the reference model zoo (splitc.testing.zoo)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from splitc import zoo
+from splitc.testing import zoo
 
 EXPECTED_IO = {
     "chain_cnn": ({"input": [1, 3, 32, 32]}, {"probs": [1, 10]}),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from splitc import __version__
+from splitc._version import __version__
 import onnx
 from onnx import helper
 from splitc.ir.graph import Graph
-from splitc.passes.cost import CostTable
-from splitc.passes.partition import Partition
+from splitc.cost.model import CostTable
+from splitc.partition.solve import Partition
 
 SCHEMA = "splitc.plan/1"
 
@@ -117,7 +117,7 @@ def _selection(choice, link: dict) -> dict | None:
     """How the (cut, bits) pair was chosen: the bound, whether it was checked, the runners-up."""
     if choice is None:
         return None
-    from splitc.joint import option_summary
+    from splitc.partition.select import option_summary
 
     bw, rtt = link["bandwidth_Bps"], link["rtt_ms"]
     return {

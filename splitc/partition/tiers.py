@@ -42,7 +42,7 @@ uncuttable); tensors marked ``pinned`` may not cross any link.
 
 Round-off
 ---------
-As in :mod:`splitc.passes.mincut`: capacities above twice the cost of the
+As in :mod:`splitc.partition.mincut`: capacities above twice the cost of the
 cheapest single-tier assignment are capped (no minimum cut uses them), scaled
 to sum to at most 2**30 and floored to int32 for SciPy's max-flow. The flow
 is feasible in the real network, so flow / scale is a certified lower bound;
@@ -65,7 +65,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
-from splitc.passes.problem import SplitProblem, dead_nodes
+from splitc.partition.problem import SplitProblem, dead_nodes
 
 __all__ = ["Link", "TierProblem", "TierBreakdown", "TierResult", "solve_tiers", "evaluate_tiers",
            "deepar_chain", "build_tier_network", "DEFAULT_TIERS"]
@@ -175,10 +175,11 @@ class TierProblem:
         """From an IR graph (dead code removed) and one cost vector, :class:`CostTable` or target per tier.
 
         A ``CostTable`` contributes its ``edge_ms``; a string or cost model is
-        resolved with :func:`splitc.passes.cost.cost_model_for`.
+        resolved with :func:`splitc.cost.model.cost_model_for`.
         """
-        from splitc.passes.cost import CostTable, annotate_costs, cost_model_for
-        from splitc.passes.problem import problem_from_graph
+        from splitc.cost.model import CostTable, annotate_costs
+        from splitc.cost.resolve import cost_model_for
+        from splitc.partition.problem import problem_from_graph
 
         vectors = []
         for spec in tier_costs:

@@ -23,6 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from splitc.runtime import codec_jpeg
+from splitc.widths import jpeg_quality, jpeg_width, width_order  # noqa: F401 (re-exported)
 
 RAW_BITS = (16, 32)
 QUANT_BITS = tuple(range(1, 9))
@@ -66,25 +67,6 @@ class Encoding:
         if self.bits == 16:
             return [f"{self.tensor}.f16"]
         return [self.tensor]
-
-
-def jpeg_width(quality: int) -> str:
-    """The calibration width that names JPEG coding at ``quality`` (bit widths are ints)."""
-    return f"jpeg{int(quality)}"
-
-
-def jpeg_quality(width: int | str) -> int:
-    """The JPEG quality a width names (0 for a bit width)."""
-    if not isinstance(width, str):
-        return 0
-    if not width.startswith("jpeg"):
-        raise ValueError(f"unknown width {width!r}")
-    return int(width[4:])
-
-
-def width_order(width: int | str) -> tuple[int, int]:
-    """Sort key of widths: bit widths ascending, then JPEG qualities ascending."""
-    return (1, jpeg_quality(width)) if isinstance(width, str) else (0, int(width))
 
 
 def is_float(dtype) -> bool:

@@ -16,11 +16,11 @@ def __getattr__(name: str):
 
         return profile_model
     if name in ("load_profile", "ProfileError"):
-        from splitc.profiling import schema
+        from splitc.cost import schema
 
         return getattr(schema, name)
     if name == "ProfileCostModel":
-        from splitc.profiling.costmodel import ProfileCostModel
+        from splitc.cost.profile import ProfileCostModel
 
         return ProfileCostModel
     raise AttributeError(f"module 'splitc.profiling' has no attribute {name!r}")

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from splitc.profiling.measure import profile_model
-from splitc.profiling.schema import ProfileError
+from splitc.cost.schema import ProfileError
 from splitc.profiling.timing import CLOCKS
 
 

@@ -14,7 +14,7 @@ from splitc.ir.graph import Graph
 from splitc.profiling.fusion import fused_groups, share_by_flops
 from splitc.profiling.kernels import profile_kernels
 from splitc.profiling.machine import machine_facts
-from splitc.profiling.schema import SCHEMA, ProfileError
+from splitc.cost.schema import SCHEMA, ProfileError
 from splitc.profiling.timing import DEFAULT_PROVIDER, MIN_SECONDS, Stats, clock_for, random_feeds, sample_model
 
 
@@ -135,7 +135,7 @@ def _segment_times(analysis, feeds, report: Reporter, **config) -> tuple[dict, S
     prefix of a graph input and the suffix of a final output are a session
     that computes nothing: the fixed cost of a call.
     """
-    from splitc.passes.partition import forced_partition
+    from splitc.partition.solve import forced_partition
 
     graph, problem = analysis.graph, analysis.problem
     readers = dict(zip(problem.value_names, np.diff(problem.cons_ptr)))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from splitc.runtime import codec, request
+from splitc.runtime.errors import PlanError
 
 
 class CutCodec:
@@ -117,8 +118,6 @@ def _range_kind(axis: int | None) -> str:
 
 def _load_codebook(path: Path, tensor: str) -> codec.Codebook:
     """A plan's static codebook; a missing or corrupt file is a PlanError naming it (one line, no traceback)."""
-    from splitc.runtime.pipeline import PlanError  # pipeline imports this module
-
     try:
         return codec.Codebook.from_bytes(path.read_bytes())
     except OSError as exc:

@@ -13,10 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from splitc.runtime.cut_codec import CutCodec
-
-
-class PlanError(ValueError):
-    """The output directory or its plan manifest is missing or malformed."""
+from splitc.runtime.errors import PlanError
 
 
 class InputError(ValueError):

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import onnx
 
-from splitc import zoo
+from splitc.testing import zoo
 from splitc.partition.tiers import Link, TierProblem
 
 

@@ -202,7 +202,7 @@ def parse_scenario(data: dict) -> Scenario:
         names.add(name)
         model = _field(d, path, "model", "str")
         if model not in BUILDERS and not model.endswith(".onnx"):
-            from splitc import zoo
+            from splitc.testing import zoo
 
             if model not in zoo.MODELS:
                 raise ScenarioError(f"{path}.model: unknown model {model!r} (vgg16, resnet50, lenet, a zoo "

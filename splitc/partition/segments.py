@@ -38,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from splitc.passes.problem import SplitProblem
+from splitc.partition.problem import SplitProblem
 
 Pricing = Callable[[np.ndarray], np.ndarray]
 
@@ -50,7 +50,7 @@ def has_measured(problem: SplitProblem) -> bool:
 
 def segments_of(problem: SplitProblem) -> tuple[np.ndarray, np.ndarray]:
     """Cut-vertex values and the segment (0..k) of every node."""
-    from splitc.passes.cut_vertices import find_cut_vertices, layout
+    from splitc.partition.cut_vertices import find_cut_vertices, layout
 
     cut_values = find_cut_vertices(problem)
     lay = layout(problem)
@@ -168,7 +168,7 @@ def settle_segments(problem: SplitProblem, cut_values: np.ndarray, segment: np.n
 
 def pinned_cuts_of(problem: SplitProblem, cut_values: np.ndarray, pins) -> np.ndarray:
     """Min-cuts of all segments with (edge node, cloud node or None) pairs pinned."""
-    from splitc.passes.mincut import pinned_cuts
+    from splitc.partition.network import pinned_cuts
 
     pins = list(pins)
     return pinned_cuts(problem, cut_values, np.array([c for _, c in pins if c is not None], dtype=np.int64),

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from splitc.errors import CutError
-from splitc.passes.cut_vertices import find_cut_vertices
-from splitc.passes.mincut import SegmentSolution, solve_segments
-from splitc.passes.problem import SplitProblem, dead_nodes, evaluate
+from splitc.partition.cut_vertices import find_cut_vertices
+from splitc.partition.mincut import SegmentSolution, solve_segments
+from splitc.partition.problem import SplitProblem, dead_nodes
+from splitc.partition.pricing import evaluate
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitc.passes.problem import SplitProblem
+from splitc.partition.problem import SplitProblem
 
 
 @dataclass

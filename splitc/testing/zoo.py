@@ -158,7 +158,7 @@ class _Builder:
         return helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.initializers)
 
     def model(self, name: str) -> onnx.ModelProto:
-        m = helper.make_model(self.graph(name), producer_name="splitc.zoo",
+        m = helper.make_model(self.graph(name), producer_name="splitc.testing.zoo",
                               opset_imports=[helper.make_opsetid("", self.opset)])
         m.ir_version = IR_VERSION
         # Populate value_info for intermediates (also validates declared shapes).
@@ -508,7 +508,7 @@ def layered_dag(num_nodes: int, width: int = 4, seed: int = 0) -> onnx.ModelProt
                               [helper.make_tensor_value_info("input", FLOAT, shape)],
                               [helper.make_tensor_value_info("output", FLOAT, shape)],
                               gen.inits)
-    model = helper.make_model(graph, producer_name="splitc.zoo",
+    model = helper.make_model(graph, producer_name="splitc.testing.zoo",
                               opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = IR_VERSION
     return model

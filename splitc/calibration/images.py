@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splitc.passes.calibrate import CalibrationError, CalibrationSet
+from splitc.calibration.data import CalibrationError, CalibrationSet
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 

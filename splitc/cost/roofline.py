@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from splitc.ir.graph import Node
-from splitc.passes.cost import RooflineCostModel
+from splitc.cost.model import RooflineCostModel
 from splitc.targets import Target
 
 HOST = "host"

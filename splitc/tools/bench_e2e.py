@@ -38,7 +38,7 @@ import onnxruntime as ort
 
 import splitc
 from splitc.adaptive import compile_range
-from splitc.passes.partition import forced_partition
+from splitc.partition.solve import forced_partition
 from splitc.report import width_text
 from splitc.runtime import EdgeClient, Pipeline, PlanSet
 from splitc.runtime.netem import NetemThread

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order
 
 from splitc.ir.graph import Graph
-from splitc.passes.cost import CostTable
+from splitc.cost.model import CostTable
 
 
 @dataclass
@@ -31,7 +31,7 @@ class SplitProblem:
     rtt_ms: float = 0.0
     node_names: list[str] | None = None
     value_names: list[str] | None = None
-    # Optional measured times, NaN where unknown (read at cut vertices; see splitc.profiling.segments):
+    # Optional measured times, NaN where unknown (read at cut vertices; see splitc.partition.segments):
     edge_prefix_ms: np.ndarray | None = None  # (m,) edge latency of everything value x depends on
     cloud_suffix_ms: np.ndarray | None = None  # (m,) cloud latency of everything that depends on x
     # Values that must not cross (data-dependent shapes): crossing one costs ``penalty_ms``, more than any
@@ -71,23 +71,6 @@ class SplitProblem:
         return SplitProblem(**{**self.__dict__, "bandwidth": bandwidth, "rtt_ms": rtt_ms})
 
 
-@dataclass
-class Breakdown:
-    """The predicted latency of one assignment."""
-
-    edge_ms: float
-    transfer_ms: float
-    cloud_ms: float
-    up_values: np.ndarray  # indices of values sent edge -> cloud
-    down_values: np.ndarray  # indices of graph outputs sent cloud -> edge
-    up_bytes: int
-    down_bytes: int
-
-    @property
-    def total_ms(self) -> float:
-        return self.edge_ms + self.transfer_ms + self.cloud_ms
-
-
 def is_valid(problem: SplitProblem, on_cloud: np.ndarray) -> bool:
     """No cloud node may feed an edge node."""
     value = problem.value_of_consumer_edge()
@@ -95,39 +78,6 @@ def is_valid(problem: SplitProblem, on_cloud: np.ndarray) -> bool:
     has_prod = prod >= 0
     feeds = on_cloud[prod[has_prod]] & ~on_cloud[problem.cons_idx[has_prod]]
     return not bool(feeds.any())
-
-
-def evaluate(problem: SplitProblem, on_cloud: np.ndarray) -> Breakdown:
-    """Edge, transfer and cloud time of an assignment (``on_cloud[i]`` per node)."""
-    on_cloud = np.asarray(on_cloud, dtype=bool)
-    value = problem.value_of_consumer_edge()
-    cloud_use = np.zeros(problem.num_values, dtype=bool)
-    cloud_use[value[on_cloud[problem.cons_idx]]] = True
-    prod_cloud = np.zeros(problem.num_values, dtype=bool)
-    has_prod = problem.producer >= 0
-    prod_cloud[has_prod] = on_cloud[problem.producer[has_prod]]
-    up = np.flatnonzero(cloud_use & ~prod_cloud)
-    down = np.flatnonzero(problem.is_output & prod_cloud)
-    up_bytes = int(problem.nbytes[up].sum())
-    down_bytes = int(problem.nbytes[down].sum())
-    crossing = len(up) + len(down) > 0
-    transfer = (problem.rtt_ms if crossing else 0.0) + (up_bytes + down_bytes) / problem.bandwidth * 1e3
-    if problem.pinned is not None and problem.pinned[up].any():
-        transfer += problem.penalty_ms * int(problem.pinned[up].sum())
-    edge_ms, cloud_ms = float(problem.edge_ms[~on_cloud].sum()), float(problem.cloud_ms[on_cloud].sum())
-    if problem.edge_prefix_ms is not None or problem.cloud_suffix_ms is not None:
-        from splitc.profiling.segments import measured_sides
-
-        edge_ms, cloud_ms = measured_sides(problem, on_cloud)
-    return Breakdown(
-        edge_ms=edge_ms,
-        transfer_ms=float(transfer),
-        cloud_ms=cloud_ms,
-        up_values=up,
-        down_values=down,
-        up_bytes=up_bytes,
-        down_bytes=down_bytes,
-    )
 
 
 def dead_nodes(problem: SplitProblem) -> np.ndarray:

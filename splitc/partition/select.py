@@ -7,7 +7,7 @@ Choose one candidate cut i and one bit width c minimising
 subject to U_i(c) <= max_drop, where S_i(c) is the mean compressed size of
 the cut, A_i(c) the accuracy drop measured on calibration data and U_i(c) =
 A_i(c) + M_i(c) its certified one-sided upper confidence bound
-(``splitc.passes.confidence``: Clopper–Pearson for agreement, a paired bound
+(``splitc.calibration.confidence``: Clopper–Pearson for agreement, a paired bound
 on the discordant pairs for labelled top-1, a one-sided t bound for rel-l2, at
 ``--confidence``, 95% by default). JALAD bounds the measured drop alone, which
 a small calibration set over-fits; zero flips on n samples still leave a bound
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from splitc.passes.qdq import jpeg_width
+from splitc.widths import jpeg_width
 
 
 @dataclass
@@ -105,3 +105,20 @@ def solve_ilp(options: list[Option], bandwidth: float, rtt_ms: float, max_drop: 
     if pulp.LpStatus[status] != "Optimal":
         raise NoFeasibleOption(f"the ILP is {pulp.LpStatus[status]}")
     return options[max(range(len(options)), key=lambda i: pick[i].value() or 0.0)]
+
+
+def option_summary(option: Option, bandwidth: float, rtt_ms: float) -> dict:
+    """An option as the plan's ``selection`` lists it, priced at one link."""
+    return {
+        "kind": option.kind if option.cut else "edge-only",
+        "cut": list(option.cut),
+        "bits": option.bits,
+        **({"jpeg_quality": option.jpeg_quality} if option.jpeg_quality else {}),
+        "bytes": option.sent_bytes,
+        "drop": option.drop,
+        "drop_se": option.drop_se,
+        "edge_ms": option.edge_ms,
+        "transfer_ms": option.transfer_ms(bandwidth, rtt_ms),
+        "cloud_ms": option.cloud_ms,
+        "total_ms": option.total_ms(bandwidth, rtt_ms),
+    }

@@ -25,7 +25,7 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Callable
 
-from splitc.passes.partition import forced_partition
+from splitc.partition.solve import forced_partition
 
 RAW_HEADER_BYTES = 64  # a generous bound on a raw frame's header, so the upper lines stay upper
 

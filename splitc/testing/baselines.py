@@ -4,7 +4,7 @@
   flow network of the whole graph, solved by ``networkx.minimum_cut`` (float
   capacities, scaled exactly to whole numbers; see :func:`network_to_networkx`).
 * :func:`whole_graph_scipy` solves the same whole-graph network with SciPy's
-  max-flow (through :func:`splitc.passes.mincut.source_side`), without the cut
+  max-flow (through :func:`splitc.partition.mincut.source_side`), without the cut
   vertex decomposition.
 * :func:`brute_force` enumerates every assignment of a small problem.
 
@@ -13,7 +13,7 @@ paid once whenever anything crosses the network, so the optimum is the cheaper
 of edge-only (no crossing; in a dead-code-free graph the only assignment that
 crosses nothing) and the min-cut assignment priced with the round trip. Both
 whole-graph solvers return that choice, preferring edge-only on ties as
-:func:`splitc.passes.partition.partition` does.
+:func:`splitc.partition.solve.partition` does.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from fractions import Fraction
 import networkx as nx
 import numpy as np
 
-from splitc.passes.mincut import Network, build_network, source_side
-from splitc.passes.problem import SplitProblem, evaluate, is_valid
+from splitc.partition.network import Network, build_network, source_side
+from splitc.partition.problem import SplitProblem, is_valid
+from splitc.partition.pricing import evaluate
 
 __all__ = ["whole_graph_networkx", "whole_graph_scipy", "brute_force", "network_to_networkx", "random_dag_problem"]
 
@@ -88,7 +89,7 @@ def _cheaper_than_edge_only(problem: SplitProblem, on_cloud: np.ndarray) -> np.n
 def whole_graph_networkx(problem: SplitProblem) -> np.ndarray:
     """Optimal ``on_cloud`` from one networkx min-cut over the whole graph (DADS-style).
 
-    The network is :func:`splitc.passes.mincut.build_network` without cut
+    The network is :func:`splitc.partition.network.build_network` without cut
     vertices, converted by :func:`network_to_networkx` (float capacities made
     whole by an exact power-of-two scale); ``nx.minimum_cut`` (preflow-push)
     from the source (0, the edge) to the sink (1, the cloud) gives the nodes
@@ -109,7 +110,7 @@ def whole_graph_scipy(problem: SplitProblem) -> np.ndarray:
     """Optimal ``on_cloud`` from one SciPy max-flow over the whole graph (no cut vertices).
 
     Same network and round-trip handling as :func:`whole_graph_networkx`; the
-    capacities go through :func:`splitc.passes.mincut.source_side`, which
+    capacities go through :func:`splitc.partition.mincut.source_side`, which
     scales them to integers.
     """
     n = problem.num_nodes
@@ -124,7 +125,7 @@ def brute_force(problem: SplitProblem, chunk: int = 1 << 15) -> tuple[float, np.
 
     Assignments are the bits of 0 .. 2**n - 1 (bit i set: node i on the
     cloud), priced in chunks with the same rules as
-    :func:`splitc.passes.problem.evaluate`: a value goes up once if any cloud
+    :func:`splitc.partition.pricing.evaluate`: a value goes up once if any cloud
     node reads it and its producer is on the edge (graph inputs are produced
     on the edge), a graph output comes down if its producer is on the cloud,
     and the round trip is paid when anything crosses. Invalid assignments (a
@@ -190,7 +191,7 @@ def random_dag_problem(
     byte costs one millisecond. Unless ``allow_dead``, nodes that reach no
     graph output are removed (as dead-code elimination would), so the result
     may have fewer than ``num_nodes`` nodes. Unread, non-output tensors are
-    left out, as :func:`splitc.passes.problem.problem_from_graph` does.
+    left out, as :func:`splitc.partition.problem.problem_from_graph` does.
     """
     num_inputs = int(rng.choice([1, 1, 1, 2, 3]))
     producer = [-1] * num_inputs

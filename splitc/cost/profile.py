@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from splitc.ir.graph import Graph, Node
-from splitc.profiling.schema import Profile, ProfileError, load_profile
+from splitc.cost.schema import Profile, ProfileError, load_profile
 
 
 class ProfileCostModel:
@@ -43,9 +43,10 @@ class ProfileCostModel:
 
     def _roofline(self):
         if self._fallback is None:
-            from splitc.passes.cost import cost_model_for
+            from splitc.cost.roofline import roofline_for
+            from splitc.targets import get_target
 
-            self._fallback = cost_model_for("host")
+            self._fallback = roofline_for(get_target("host"))
         return self._fallback
 
     def measured_ms(self, side: str, value_names: list[str]) -> np.ndarray:

@@ -7,14 +7,13 @@ touching it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from splitc.ir.graph import Graph, Node
-from splitc.targets import Target, get_target
+from splitc.targets import Target
 
 
 class CostModel(Protocol):
@@ -43,22 +42,6 @@ class RooflineCostModel:
 
     def describe(self) -> dict:
         return {"kind": "roofline", "target": self.target.to_dict()}
-
-
-def cost_model_for(spec: str | os.PathLike | CostModel) -> CostModel:
-    """Resolve a target name or a measured profile (a path ending in .json), or pass a cost model through.
-
-    Built-in targets get the roofline calibrated per op type on the ``host``
-    machine (``splitc/data/host_calibration.json``).
-    """
-    from splitc.profiling.costmodel import is_profile_path, load_cost_model
-    from splitc.profiling.roofline import roofline_for
-
-    if is_profile_path(spec):
-        return load_cost_model(spec)
-    if isinstance(spec, str):
-        return roofline_for(get_target(spec))
-    return spec
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Measuring a split's accuracy on calibration data: the data, the probes and the certified bound."""

@@ -1,0 +1,1 @@
+"""Test fixtures and oracles shipped for users' own tests: the model zoo and whole-graph baselines."""

@@ -1,0 +1,1 @@
+"""Tools above the API: the end-to-end benchmark harness."""
