@@ -146,7 +146,7 @@ def at_link(analysis: Analysis, bandwidth: float, rtt_ms: float) -> Analysis:
     """The same model and costs, partitioned for another link."""
     problem = analysis.problem.with_link(bandwidth, rtt_ms)
     return Analysis(analysis.graph, analysis.costs, problem, partition(problem), analysis.models,
-                    analysis.assignments)
+                    analysis.assignments, joint.context(analysis))
 
 
 @dataclass

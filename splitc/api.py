@@ -98,6 +98,7 @@ class Analysis:
     result: PartitionResult
     models: tuple[CostModel, CostModel]
     assignments: dict = field(default_factory=dict, repr=False)  # sorted cut -> on_cloud, from the optimiser
+    context: object = field(default=None, repr=False)  # splitc.joint.CompileContext: what a compile measures once
 
     def __post_init__(self) -> None:
         for part in [self.result.best, *self.result.candidates()]:

@@ -214,11 +214,67 @@ def _still_pruned(analysis, table, cuts, bits, link, prune: bool, fp16: bool = F
     return not prune_cuts.prune(analysis, skipped, link, lambda c: table.get(c, min(bits))["smallest_bytes"])
 
 
+class CompileContext:
+    """What one compile measures once, however many plans it emits: the calibration set and its probe.
+
+    It hangs off the analysis (``context(analysis)``); the analyses of other links made by
+    ``splitc.adaptive.at_link`` share it. ``probe_runs`` counts the runs of the model over the
+    calibration set: one per compile (none when every table comes from the cache).
+    """
+
+    def __init__(self) -> None:
+        self._sets: dict = {}
+        self._probes: list = []
+        self.probe_runs = 0
+
+    def calibration(self, analysis, options: EncodingOptions) -> calibrate.CalibrationSet:
+        key = (str(options.calib), options.preprocess)
+        if key not in self._sets:
+            graph = analysis.graph
+            inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
+            self._sets[key] = calibrate.load(options.calib, inputs, options.preprocess)
+        return self._sets[key]
+
+    def probe(self, analysis, calib, tensors: list[str], every: list[str] | None = None) -> calibrate.Measurement:
+        """Activations of ``tensors``; a new probe records ``every`` (default: ``tensors``) for later calls."""
+        rewrite = _rewrite(analysis)
+        for sha, kind, held, meas in self._probes:
+            if sha == calib.sha256 and kind == rewrite and set(tensors) <= held:
+                return meas
+        names = sorted(set(every or tensors) | set(tensors))
+        graph = analysis.graph
+        types = {t: (graph.values[t].shape, graph.values[t].dtype) for t in names}
+        meas = calibrate.run_probe(graph.model, names, types, calib, rewrite)
+        self.probe_runs += 1
+        self._probes.append((calib.sha256, rewrite, set(names), meas))
+        return meas
+
+
+def context(analysis) -> CompileContext:
+    """The compile context of ``analysis`` (made on first use)."""
+    found = getattr(analysis, "context", None)
+    if found is None:
+        found = CompileContext()
+        analysis.context = found
+    return found
+
+
+def _cloud_half(analysis, cut):
+    """The cloud half that receives ``cut`` unquantized, emitted alone (no edge half, no manifest)."""
+    from splitc.backends import onnx_backend as emit
+
+    part = analysis.partition_for(cut)
+    if not part.cloud_nodes:
+        return None
+    spec = emit.cloud_spec(part.cloud_nodes, part.cut_values, part.returned_values)
+    return emit.emit_half(analysis.graph, spec, f"{analysis.graph.name}_cloud")
+
+
 def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: bool = True):
     graph = analysis.graph
-    inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
     outputs = [{"name": v.name, "shape": list(v.shape or [])} for v in graph.outputs]
-    calib = calibrate.load(options.calib, inputs, options.preprocess)
+    ctx = context(analysis)
+    calib = ctx.calibration(analysis, options)
     metric = calibrate.choose_metric(options.metric, outputs, calib.labels is not None)
     measured_cuts = [c for c in cuts if c]
     tensors = sorted({t for c in measured_cuts for t in c})
@@ -233,13 +289,12 @@ def _calibrate(analysis, options, cuts, bits, link: tuple[float, float], prune: 
     cached = _read_cache(options.cache_dir, key)
     if cached is not None and _still_pruned(analysis, cached, measured_cuts, bits, link, prune, half == "fp16"):
         return cached, None, calib
-    types = {t: (graph.values[t].shape, graph.values[t].dtype) for t in tensors}
-    meas = calibrate.run_probe(graph.model, tensors, types, calib, _rewrite(analysis))
+    meas = ctx.probe(analysis, calib, tensors)
     axis = 1 if options.per_channel else None
     edge_only = calibrate.edge_only_drop(meas, calib, metric)  # 0 unless the edge half is float16
 
     def cloud_half(cut):
-        return analysis.split(list(cut)).cloud_model
+        return _cloud_half(analysis, cut)
 
     def passes(drop: float, se: float) -> bool:
         return within_bound(drop, se, options.max_drop)
@@ -297,11 +352,9 @@ def _codebooks(analysis, options: EncodingOptions, encodings: list[Encoding]) ->
     chosen = [e for e in encodings if e.quantized and e.codec == "huffman"]
     if not chosen:
         return {}
-    graph = analysis.graph
-    inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
-    calib = calibrate.load(options.calib, inputs, options.preprocess)
-    types = {e.tensor: (graph.values[e.tensor].shape, graph.values[e.tensor].dtype) for e in chosen}
-    meas = calibrate.run_probe(graph.model, list(types), types, calib, _rewrite(analysis))
+    ctx = context(analysis)
+    calib = ctx.calibration(analysis, options)
+    meas = ctx.probe(analysis, calib, [e.tensor for e in chosen])
     return {e.tensor: calibrate.train_codebook([a[e.tensor] for a in meas.activations], e) for e in chosen}
 
 

@@ -175,3 +175,28 @@ def test_a_tensor_computed_from_another_sent_tensor():
     assert sorted(c["tensor"] for c in split.plan["cut"]) == ["e", "ids"]
     feeds = {"ids": np.array([[1, 2, 3, 0, 9]], np.int64)}
     np.testing.assert_array_equal(_stitched(split, feeds)["y"], _run(model, feeds)["y"])
+
+
+# ---------------------------------------------------------------------- one probe per compile
+
+
+def test_the_calibration_set_is_probed_once_per_compile(monkeypatch, tmp_path):
+    """A compile runs the model over the calibration set once (sizes, drops and codebooks share it), and
+    a bandwidth range of several plans does too; the calibration file is read once."""
+    from splitc import adaptive
+    from splitc.calibration import calibrate
+    from tests.stitching import CALIB, DIGITS, DIGITS_MID
+
+    runs, loads = [], []
+    real_probe, real_load = calibrate.run_probe, calibrate.load
+    monkeypatch.setattr(calibrate, "run_probe", lambda *a, **k: runs.append(1) or real_probe(*a, **k))
+    monkeypatch.setattr(calibrate, "load", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    split = splitc.compile(DIGITS, target="raspberry-pi-4", bandwidth="1Mbps", calib=CALIB, max_drop=0.02,
+                           cut=[DIGITS_MID])
+    assert split.plan["cut"][0]["codec"].get("codebook"), "a quantized cut: its codebook was trained too"
+    assert len(runs) == 1 and len(loads) == 1, (runs, loads)
+    runs.clear(), loads.clear()
+    ranged = adaptive.compile_range(DIGITS, "300KBps..10GBps", target="tegra-k1", cloud="h100", rtt="0.01ms",
+                                    calib=CALIB, max_drop=0.02)
+    assert len(ranged.splits) >= 2
+    assert len(runs) == 1 and len(loads) == 1, (runs, loads)
