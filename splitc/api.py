@@ -17,7 +17,7 @@ from splitc.backends.output import write_directory
 from splitc.errors import SplitcError
 from splitc.frontend import import_model
 from splitc.ir.graph import Graph
-from splitc.passes.base import PassManager
+from splitc.passes.base import PassManager, PassResult
 from splitc.cost.model import CostModel, annotate_costs
 from splitc.cost.resolve import cost_model_for
 from splitc.passes.dce import DeadCodeElimination
@@ -247,21 +247,17 @@ def calibration_warnings(table, max_drop: float) -> None:
 def _assemble(graph, part, result, costs, models, link, alternatives, forced, choice=None) -> CompiledSplit:
     edge_model, cloud_model = models
     edge_spec = emit.edge_spec(graph, part.edge_nodes, part.cut_values)
-    edge_half = emit.emit_half(graph, edge_spec, f"{graph.name}_edge")
-    if precision.edge_precision(models) == "fp16" and part.edge_nodes:
-        edge_half = precision.to_fp16(edge_half)
-    cloud_spec = cloud_half = None
+    encodings = list(choice.encodings) if choice else []
+    fp16 = [precision.ToFloat16Edge()] if precision.edge_precision(models) == "fp16" and part.edge_nodes else []
+    outputs = {t for t in part.cut_values if graph.values[t].is_graph_output}
+    edge = _run_passes(emit.emit_half(graph, edge_spec, f"{graph.name}_edge"),
+                       [*fp16, qdq.InsertQuantize(encodings, keep=outputs)])
+    cloud = None
     if part.cloud_nodes:
         cloud_spec = emit.cloud_spec(part.cloud_nodes, part.cut_values, part.returned_values)
-        cloud_half = emit.emit_half(graph, cloud_spec, f"{graph.name}_cloud")
-    encodings = [e for e in (choice.encodings if choice else []) if e.bits != 32]
-    if encodings:
-        outputs = {t for t in part.cut_values if graph.values[t].is_graph_output}
-        qdq.insert_quantize(edge_half, encodings, keep=outputs)
-        qdq.insert_dequantize(cloud_half, encodings)
-    for half in (edge_half, cloud_half):
-        if half is not None:
-            emit.check_half(half)
+        cloud = _run_passes(emit.emit_half(graph, cloud_spec, f"{graph.name}_cloud"),
+                            [qdq.InsertDequantize(encodings)])
+    edge_half, cloud_half = edge.model, cloud.model if cloud else None
     plan = build_manifest(
         graph=graph,
         part=part,
@@ -279,7 +275,18 @@ def _assemble(graph, part, result, costs, models, link, alternatives, forced, ch
         choice=choice,
     )
     plan["edge"]["precision"] = precision.edge_precision(models)
+    for side, ran in (("edge", edge), ("cloud", cloud)):
+        if ran is not None:
+            plan[side]["passes"] = [record.to_json() for record in ran.records]
     return CompiledSplit(graph, part, result, plan, edge_half, cloud_half, _files(choice))
+
+
+def _run_passes(half: onnx.ModelProto, passes: list) -> PassResult:
+    """Run a half's passes; a half no pass changed gets the full ONNX check here (a pass's ``ensures`` did it)."""
+    result = PassManager(passes)(half)
+    if not result.modified:
+        emit.check_half(result.model)
+    return result
 
 
 def _files(choice: Choice | None) -> dict[str, bytes]:

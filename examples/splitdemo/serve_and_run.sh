@@ -19,13 +19,15 @@ wait_for() {
 }
 PORT=$(free_port)
 SLOW=$(free_port)
-"$BIN/splitc" serve "$OUT" --host 127.0.0.1 --port "$PORT" --threads 1 2>&1 | grep -v '^INFO:' &
+LOG=$(mktemp)
+"$BIN/splitc" serve "$OUT" --host 127.0.0.1 --port "$PORT" --threads 1 >"$LOG" 2>&1 &
 SERVER=$!
 "$BIN/splitc" netem --listen "127.0.0.1:$SLOW" --to "127.0.0.1:$PORT" --bw 2Mbps --rtt 5ms >/dev/null 2>&1 &
 PROXY=$!
-trap 'kill "$PROXY" 2>/dev/null || true; pkill -P "$SERVER" 2>/dev/null || true; kill "$SERVER" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+trap 'kill "$PROXY" "$SERVER" 2>/dev/null || true; wait "$PROXY" "$SERVER" 2>/dev/null || true; rm -f "$LOG"' EXIT
 wait_for "http://127.0.0.1:$PORT"
 wait_for "http://127.0.0.1:$SLOW"
+grep -v '^INFO:' "$LOG" || true
 echo
 echo "== over an emulated 2 Mbit/s uplink with 5 ms RTT (splitc netem):"
 "$BIN/splitc" run "$OUT" --input examples/splitdemo/sample.npy --cloud "http://127.0.0.1:$SLOW" --repeat 5 --warmup 2

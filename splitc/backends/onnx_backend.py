@@ -16,6 +16,7 @@ from onnx import helper
 
 from splitc.frontend.build import subgraph_captures
 from splitc.frontend.shapes import real_inputs
+from splitc.passes.base import check_half  # noqa: F401 (re-exported: the full check of a half)
 from splitc.ir.graph import Graph
 
 _TWO_GB = 2**31 - 1
@@ -102,12 +103,6 @@ def edge_spec(graph: Graph, edge_nodes: list[str], cut: list[str]) -> HalfSpec:
 def cloud_spec(cloud_nodes: list[str], cut: list[str], returned: list[str]) -> HalfSpec:
     """The cloud half reads the cut and returns the graph outputs it computes."""
     return HalfSpec(cloud_nodes, list(cut), list(returned))
-
-
-def check_half(model: onnx.ModelProto) -> None:
-    """Full ONNX check (strict shape inference included)."""
-    if not larger_than(model, _TWO_GB):
-        onnx.checker.check_model(model, full_check=True)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -15,6 +15,7 @@ import warnings
 import onnx
 
 from splitc.errors import SplitcError
+from splitc.passes.base import Pass, PassError, PassResult, check_half
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -45,6 +46,28 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         raise SplitcError("the float16 rewrite renamed the half's inputs or outputs")
     _sort_nodes(half.graph)
     return half
+
+
+class ToFloat16Edge(Pass):
+    """The edge half computing in float16 (``to_fp16``): a new model, its float32 inputs and outputs kept."""
+
+    name = "to-float16-edge"
+
+    def requires(self, model: onnx.ModelProto) -> None:
+        """Every input and output of the half has a tensor element type (the converter keeps them by type)."""
+        untyped = [v.name for v in [*model.graph.input, *model.graph.output] if not v.type.tensor_type.elem_type]
+        if untyped:
+            raise PassError(f"inputs or outputs without a tensor type: {untyped}")
+
+    def run(self, model: onnx.ModelProto) -> PassResult:
+        """Convert; not applicable to a half with no nodes (a cloud-only plan's edge half)."""
+        if not model.graph.node:
+            return PassResult.fail(model, "the edge half has no nodes")
+        return PassResult(to_fp16(model), True)  # to_fp16 refuses a rewrite that renames inputs or outputs
+
+    def ensures(self, model: onnx.ModelProto) -> None:
+        """The half passes the full ONNX check."""
+        check_half(model)
 
 
 def _sort_nodes(graph: onnx.GraphProto) -> None:

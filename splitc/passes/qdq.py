@@ -20,14 +20,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+import onnx_graphsurgeon as gs
+from onnx import TensorProto, helper
 
+from splitc.passes.base import Pass, PassError, PassResult, check_half
 from splitc.runtime import codec_jpeg
 from splitc.widths import jpeg_quality, jpeg_width, width_order  # noqa: F401 (re-exported)
 
 RAW_BITS = (16, 32)
 QUANT_BITS = tuple(range(1, 9))
 _TINY = np.float32(1e-30)
+NOT_QUANTIZED = "no cut tensor is quantized (bits 32 or exact arrays)"
 
 
 @dataclass(frozen=True)
@@ -99,91 +102,121 @@ def _range_shape(shape: list[int], axis: int | None) -> list[int]:
     return [d if i == axis % len(shape) else 1 for i, d in enumerate(shape)]
 
 
-def _reduce(op: str, x: str, out: str, axes: list[int] | None, opset: int, name: str) -> list[onnx.NodeProto]:
+class _Surgery:
+    """A half opened in graphsurgeon: its tensors by name, and the nodes added to it.
+
+    New nodes get their attributes sorted, as ``onnx.helper.make_node`` does. ``write_back`` exports the
+    graph's nodes, inputs and outputs into the model in place, keeping byte for byte what the surgery did not
+    touch: the half's own nodes (graphsurgeon re-serialises them, subgraphs included), inputs and outputs,
+    and every other field (initializers, value infos, opsets, functions), which it would reorder or add to.
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)  # graphsurgeon's export writes into the tensors it imported (their names)
+        self.graph = gs.import_onnx(copy)
+        _fail_unless(len(self.graph.nodes) == len(model.graph.node), "graphsurgeon did not import every node")
+        self.original = {id(n): proto for n, proto in zip(self.graph.nodes, model.graph.node)}
+        self.tensors = self.graph.tensors()
+        self.nodes: list[gs.Node] = []
+
+    def write_back(self, model: onnx.ModelProto) -> None:
+        """Replace the model's nodes, inputs and outputs by the graph's (the surgery changes nothing else)."""
+        exported = gs.export_onnx(self.graph).graph
+        nodes = [self.original.get(id(n), proto) for n, proto in zip(self.graph.nodes, exported.node)]
+        io = {v.name: v for v in [*model.graph.input, *model.graph.output]}
+        half = onnx.GraphProto()
+        half.CopyFrom(model.graph)
+        for field, items in (("node", nodes), ("input", [io.get(v.name, v) for v in exported.input]),
+                             ("output", [io.get(v.name, v) for v in exported.output])):
+            half.ClearField(field)
+            getattr(half, field).extend(items)
+        model.graph.CopyFrom(half)
+
+    def tensor(self, name: str) -> gs.Tensor:
+        if name not in self.tensors:
+            self.tensors[name] = gs.Variable(name)
+        return self.tensors[name]
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> None:
+        self.nodes.append(gs.Node(op, name, dict(sorted(attrs.items())), [self.tensor(i) for i in inputs],
+                                  [self.tensor(o) for o in outputs]))
+
+    def const(self, node: str, out: str, value) -> None:
+        self.node("Constant", [], [out], node, value=gs.Constant(out, np.asarray(value)))
+
+
+def _reduce(s: _Surgery, op: str, x: str, out: str, axes: list[int] | None, opset: int, name: str) -> None:
     keep = 0 if axes is None else 1
     if axes is None or opset < 18:
         extra = {} if axes is None else {"axes": axes}
-        return [helper.make_node(op, [x], [out], name=name, keepdims=keep, **extra)]
-    axes_name = f"{out}/axes"
-    const = helper.make_node("Constant", [], [axes_name], name=f"{name}/axes",
-                             value=numpy_helper.from_array(np.array(axes, np.int64), axes_name))
-    return [const, helper.make_node(op, [x, axes_name], [out], name=name, keepdims=keep)]
+        s.node(op, [x], [out], name, keepdims=keep, **extra)
+        return
+    s.const(f"{name}/axes", f"{out}/axes", np.array(axes, np.int64))
+    s.node(op, [x, f"{out}/axes"], [out], name, keepdims=keep)
 
 
-def _const(name: str, value) -> onnx.NodeProto:
-    return helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(np.asarray(value), name))
-
-
-def quantize_nodes(enc: Encoding, rank: int, opset: int) -> list[onnx.NodeProto]:
-    """Nodes that turn ``enc.tensor`` into its wire tensors, in the edge half.
+def quantize_nodes(s: _Surgery, enc: Encoding, rank: int, opset: int) -> None:
+    """Add the nodes that turn ``enc.tensor`` into its wire tensors, in the edge half.
 
     A float16 or float64 tensor is cast to float32 first: the quantizer's arithmetic is float32's.
     """
     t = enc.tensor
     if enc.bits == 16:
-        return [helper.make_node("Cast", [t], [f"{t}.f16"], name=f"{t}/to_f16", to=TensorProto.FLOAT16)]
+        s.node("Cast", [t], [f"{t}.f16"], f"{t}/to_f16", to=TensorProto.FLOAT16)
+        return
     q, lo, hi = enc.wire_names()
     p = f"{t}/quantize"
     axes = _reduce_axes(rank, enc.axis)
-    widen = []
     if np.dtype(enc.dtype) != np.float32:
-        widen = [helper.make_node("Cast", [t], [f"{p}/f32"], name=f"{p}/to_f32", to=TensorProto.FLOAT)]
+        s.node("Cast", [t], [f"{p}/f32"], f"{p}/to_f32", to=TensorProto.FLOAT)
         t = f"{p}/f32"
-    return [
-        *widen,
-        *_reduce("ReduceMin", t, lo, axes, opset, f"{p}/min"),
-        *_reduce("ReduceMax", t, hi, axes, opset, f"{p}/max"),
-        _const(f"{p}/levels", np.float32((1 << enc.bits) - 1)),
-        _const(f"{p}/tiny", _TINY),
-        _const(f"{p}/half", np.float32(0.5)),
-        helper.make_node("Sub", [hi, lo], [f"{p}/range"], name=f"{p}/range"),
-        helper.make_node("Max", [f"{p}/range", f"{p}/tiny"], [f"{p}/safe"], name=f"{p}/safe"),
-        helper.make_node("Div", [f"{p}/levels", f"{p}/safe"], [f"{p}/scale"], name=f"{p}/scale"),
-        helper.make_node("Sub", [t, lo], [f"{p}/shifted"], name=f"{p}/shifted"),
-        helper.make_node("Mul", [f"{p}/shifted", f"{p}/scale"], [f"{p}/scaled"], name=f"{p}/scaled"),
-        helper.make_node("Add", [f"{p}/scaled", f"{p}/half"], [f"{p}/biased"], name=f"{p}/biased"),
-        helper.make_node("Floor", [f"{p}/biased"], [f"{p}/rounded"], name=f"{p}/rounded"),
-        helper.make_node("Cast", [f"{p}/rounded"], [q], name=f"{p}/cast", to=TensorProto.UINT8),
-    ]
+    _reduce(s, "ReduceMin", t, lo, axes, opset, f"{p}/min")
+    _reduce(s, "ReduceMax", t, hi, axes, opset, f"{p}/max")
+    for what, value in (("levels", np.float32((1 << enc.bits) - 1)), ("tiny", _TINY), ("half", np.float32(0.5))):
+        s.const(f"{p}/{what}", f"{p}/{what}", value)
+    s.node("Sub", [hi, lo], [f"{p}/range"], f"{p}/range")
+    s.node("Max", [f"{p}/range", f"{p}/tiny"], [f"{p}/safe"], f"{p}/safe")
+    s.node("Div", [f"{p}/levels", f"{p}/safe"], [f"{p}/scale"], f"{p}/scale")
+    s.node("Sub", [t, lo], [f"{p}/shifted"], f"{p}/shifted")
+    s.node("Mul", [f"{p}/shifted", f"{p}/scale"], [f"{p}/scaled"], f"{p}/scaled")
+    s.node("Add", [f"{p}/scaled", f"{p}/half"], [f"{p}/biased"], f"{p}/biased")
+    s.node("Floor", [f"{p}/biased"], [f"{p}/rounded"], f"{p}/rounded")
+    s.node("Cast", [f"{p}/rounded"], [q], f"{p}/cast", to=TensorProto.UINT8)
 
 
-def dequantize_nodes(enc: Encoding) -> list[onnx.NodeProto]:
-    """Nodes that rebuild ``enc.tensor`` from its wire tensors, in the cloud half (in its own dtype)."""
+def dequantize_nodes(s: _Surgery, enc: Encoding) -> None:
+    """Add the nodes that rebuild ``enc.tensor`` from its wire tensors, in the cloud half (in its own dtype)."""
     t = enc.tensor
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(enc.dtype))
     if enc.bits == 16:
-        return [helper.make_node("Cast", [f"{t}.f16"], [t], name=f"{t}/from_f16", to=elem)]
+        s.node("Cast", [f"{t}.f16"], [t], f"{t}/from_f16", to=elem)
+        return
     q, lo, hi = enc.wire_names()
     p = f"{t}/dequantize"
-    narrow = []
-    if np.dtype(enc.dtype) != np.float32:
-        narrow = [helper.make_node("Cast", [f"{p}/f32"], [t], name=f"{p}/to_{enc.dtype}", to=elem)]
-        t = f"{p}/f32"
-    return [
-        _const(f"{p}/levels", np.float32((1 << enc.bits) - 1)),
-        helper.make_node("Cast", [q], [f"{p}/qf"], name=f"{p}/cast", to=TensorProto.FLOAT),
-        helper.make_node("Sub", [hi, lo], [f"{p}/range"], name=f"{p}/range"),
-        helper.make_node("Div", [f"{p}/range", f"{p}/levels"], [f"{p}/step"], name=f"{p}/step"),
-        helper.make_node("Mul", [f"{p}/qf", f"{p}/step"], [f"{p}/scaled"], name=f"{p}/scaled"),
-        helper.make_node("Add", [f"{p}/scaled", lo], [t], name=f"{p}/shift"),
-        *narrow,
-    ]
+    out = t if np.dtype(enc.dtype) == np.float32 else f"{p}/f32"
+    s.const(f"{p}/levels", f"{p}/levels", np.float32((1 << enc.bits) - 1))
+    s.node("Cast", [q], [f"{p}/qf"], f"{p}/cast", to=TensorProto.FLOAT)
+    s.node("Sub", [hi, lo], [f"{p}/range"], f"{p}/range")
+    s.node("Div", [f"{p}/range", f"{p}/levels"], [f"{p}/step"], f"{p}/step")
+    s.node("Mul", [f"{p}/qf", f"{p}/step"], [f"{p}/scaled"], f"{p}/scaled")
+    s.node("Add", [f"{p}/scaled", lo], [out], f"{p}/shift")
+    if out != t:
+        s.node("Cast", [out], [t], f"{p}/to_{enc.dtype}", to=elem)
 
 
-def wire_value_infos(enc: Encoding, shape: list[int]) -> list[onnx.ValueInfoProto]:
-    """Types and shapes of the wire tensors."""
+def _wire_types(s: _Surgery, enc: Encoding, shape: list[int]) -> list[gs.Tensor]:
+    """The wire tensors, typed and shaped (they become graph outputs or inputs)."""
     names = enc.wire_names()
-    if enc.bits == 32:
-        return [helper.make_tensor_value_info(names[0], helper.np_dtype_to_tensor_dtype(np.dtype(enc.dtype)),
-                                              shape)]
-    if enc.bits == 16:
-        return [helper.make_tensor_value_info(names[0], TensorProto.FLOAT16, shape)]
     ranges = _range_shape(shape, enc.axis)
-    return [
-        helper.make_tensor_value_info(names[0], TensorProto.UINT8, shape),
-        helper.make_tensor_value_info(names[1], TensorProto.FLOAT, ranges),
-        helper.make_tensor_value_info(names[2], TensorProto.FLOAT, ranges),
-    ]
+    types = {32: [np.dtype(enc.dtype)], 16: [np.float16]}.get(enc.bits, [np.uint8, np.float32, np.float32])
+    shapes = [shape] if enc.bits in RAW_BITS else [shape, ranges, ranges]
+    tensors = []
+    for name, dtype, dims in zip(names, types, shapes):
+        tensor = s.tensor(name)
+        tensor.dtype, tensor.shape = np.dtype(dtype), list(dims)
+        tensors.append(tensor)
+    return tensors
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -194,42 +227,108 @@ def _shape_of(info: onnx.ValueInfoProto) -> list[int]:
     return [d.dim_value for d in info.type.tensor_type.shape.dim]
 
 
-def insert_quantize(edge: onnx.ModelProto, encodings: list[Encoding], keep: set[str] = frozenset()) -> None:
-    """Edge half, in place: each encoded cut output is replaced by its wire tensors.
+def _fail_unless(ok: bool, message: str) -> None:
+    if not ok:
+        raise PassError(message)
 
-    ``keep`` names cut tensors that are also model outputs computed on the edge:
-    they stay as outputs too.
+
+class InsertQuantize(Pass):
+    """Edge half, in place: each encoded cut output is replaced by its wire tensors (``Encoding.wire_names``).
+
+    ``keep`` names cut tensors that are also model outputs computed on the edge: they stay as outputs too.
+    Nodes are appended after the half's own, in the order of ``encodings``. Tensors at 32 bits cross as
+    they are (raw float32 or exact arrays): the pass leaves them alone.
     """
-    outputs = {o.name: o for o in edge.graph.output}
-    new_outputs = [o for o in edge.graph.output if o.name not in {e.tensor for e in encodings} or o.name in keep]
-    for enc in encodings:
-        if enc.bits == 32:
-            if enc.tensor not in {o.name for o in new_outputs}:
-                new_outputs.append(outputs[enc.tensor])
-            continue
-        shape = _shape_of(outputs[enc.tensor])
-        edge.graph.node.extend(quantize_nodes(enc, len(shape), _opset(edge)))
-        new_outputs.extend(wire_value_infos(enc, shape))
-    del edge.graph.output[:]
-    edge.graph.output.extend(new_outputs)
+
+    name = "insert-quantize"
+
+    def __init__(self, encodings: list[Encoding], keep: set[str] = frozenset()) -> None:
+        self.encodings, self.keep = [e for e in encodings if e.bits != 32], set(keep)
+
+    def requires(self, model: onnx.ModelProto) -> None:
+        """Every encoded tensor is an output of the half."""
+        outputs = {o.name for o in model.graph.output}
+        missing = [e.tensor for e in self.encodings if e.tensor not in outputs]
+        _fail_unless(not missing, f"cut tensors that are not outputs of the edge half: {missing}")
+
+    def run(self, model: onnx.ModelProto) -> PassResult:
+        """Append the quantizers and replace the outputs; not applicable when every cut tensor is sent as is."""
+        if not self.encodings:
+            return PassResult.fail(model, NOT_QUANTIZED)
+        shapes = {o.name: _shape_of(o) for o in model.graph.output}
+        s = _Surgery(model)
+        graph = s.graph
+        encoded = {e.tensor for e in self.encodings}
+        outputs = [o for o in graph.outputs if o.name not in encoded or o.name in self.keep]
+        for enc in self.encodings:
+            quantize_nodes(s, enc, len(shapes[enc.tensor]), _opset(model))
+            outputs.extend(_wire_types(s, enc, shapes[enc.tensor]))
+        graph.nodes.extend(s.nodes)
+        graph.outputs = outputs
+        s.write_back(model)
+        return PassResult(model, True)
+
+    def ensures(self, model: onnx.ModelProto) -> None:
+        """The half passes the full ONNX check and outputs every wire tensor."""
+        check_half(model)
+        outputs = {o.name for o in model.graph.output}
+        missing = [n for e in self.encodings for n in e.wire_names() if n not in outputs]
+        _fail_unless(not missing, f"wire tensors missing from the edge half's outputs: {missing}")
+
+
+class InsertDequantize(Pass):
+    """Cloud half, in place: each encoded cut input is rebuilt from its wire tensors, under its own name.
+
+    The dequantizers come first, in the order of the half's inputs. Tensors at 32 bits are left alone.
+    """
+
+    name = "insert-dequantize"
+
+    def __init__(self, encodings: list[Encoding]) -> None:
+        self.encodings = [e for e in encodings if e.bits != 32]
+
+    def requires(self, model: onnx.ModelProto) -> None:
+        """Every encoded tensor is an input of the half."""
+        inputs = {i.name for i in model.graph.input}
+        missing = [e.tensor for e in self.encodings if e.tensor not in inputs]
+        _fail_unless(not missing, f"cut tensors that are not inputs of the cloud half: {missing}")
+
+    def run(self, model: onnx.ModelProto) -> PassResult:
+        """Prepend the dequantizers and replace the inputs; not applicable when every cut tensor is sent as is."""
+        if not self.encodings:
+            return PassResult.fail(model, NOT_QUANTIZED)
+        shapes = {i.name: _shape_of(i) for i in model.graph.input}
+        s = _Surgery(model)
+        graph = s.graph
+        inputs = []
+        for tensor in graph.inputs:
+            enc = next((e for e in self.encodings if e.tensor == tensor.name), None)
+            if enc is None:
+                inputs.append(tensor)
+                continue
+            inputs.extend(_wire_types(s, enc, shapes[enc.tensor]))
+            dequantize_nodes(s, enc)
+        graph.nodes[:0] = s.nodes
+        graph.inputs = inputs
+        s.write_back(model)
+        return PassResult(model, True)
+
+    def ensures(self, model: onnx.ModelProto) -> None:
+        """The half passes the full ONNX check and reads every wire tensor."""
+        check_half(model)
+        inputs = {i.name for i in model.graph.input}
+        missing = [n for e in self.encodings for n in e.wire_names() if n not in inputs]
+        _fail_unless(not missing, f"wire tensors missing from the cloud half's inputs: {missing}")
+
+
+def insert_quantize(edge: onnx.ModelProto, encodings: list[Encoding], keep: set[str] = frozenset()) -> None:
+    """Edge half, in place: ``InsertQuantize(encodings, keep)`` run once."""
+    InsertQuantize(encodings, keep)(edge)
 
 
 def insert_dequantize(cloud: onnx.ModelProto, encodings: list[Encoding]) -> None:
-    """Cloud half, in place: each encoded cut input is rebuilt from its wire tensors."""
-    inputs = {i.name: i for i in cloud.graph.input}
-    new_inputs, prologue = [], []
-    for info in cloud.graph.input:
-        enc = next((e for e in encodings if e.tensor == info.name), None)
-        if enc is None or enc.bits == 32:
-            new_inputs.append(info)
-            continue
-        new_inputs.extend(wire_value_infos(enc, _shape_of(inputs[enc.tensor])))
-        prologue.extend(dequantize_nodes(enc))
-    del cloud.graph.input[:]
-    cloud.graph.input.extend(new_inputs)
-    nodes = prologue + list(cloud.graph.node)
-    del cloud.graph.node[:]
-    cloud.graph.node.extend(nodes)
+    """Cloud half, in place: ``InsertDequantize(encodings)`` run once."""
+    InsertDequantize(encodings)(cloud)
 
 
 def simulate(x: np.ndarray, enc: Encoding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
