@@ -179,7 +179,7 @@ def build(out_dir: str | Path, options: RayOptions, token: str | None = None, ma
             "target_ongoing_requests": options.target(),
             "upscale_delay_s": DEFAULT_UPSCALE_DELAY_S, "downscale_delay_s": DEFAULT_DOWNSCALE_DELAY_S,
             **options.autoscaling}}
-    max_ongoing = int(max(8, 2 * options.batch_max, 2 * options.target()))
+    max_ongoing = int(max(64, 4 * options.batch_max, 2 * options.target()))  # queue at the replica, not the router
     handles = {}
     for entry in cloud:
         handles[entry.id] = rd.PlanReplica.options(
