@@ -142,6 +142,16 @@ def print_compile_report(console: Console, split, out: Path, verbose: bool = Fal
     else:
         show(console, _alternatives_table(plan, verbose))
     show(console, _breakdown_table(plan))
+    if verbose:
+        _print_passes(console, plan)
+
+
+def _print_passes(console: Console, plan: dict) -> None:
+    """The transforms each half went through (``--verbose``), with the reason of each that did not apply."""
+    for side in ("edge", "cloud"):
+        for entry in (plan.get(side) or {}).get("passes") or []:
+            status = "applied" if entry["applied"] else f"not applied: {entry.get('reason', '')}"
+            console.print(f"{side} pass {entry['name']}: {status}", highlight=False, soft_wrap=True)
 
 
 def _alternatives_table(plan: dict, verbose: bool = False) -> Table:

@@ -273,3 +273,20 @@ def test_the_plan_records_the_passes() -> None:
         split = splitc.compile(zoo.build("resnet_blocks"), bits=8, cut=["block2/relu"])
     assert split.plan["edge"]["passes"] == [{"name": "insert-quantize", "applied": True}]
     assert split.plan["cloud"]["passes"] == [{"name": "insert-dequantize", "applied": True}]
+
+
+def test_verbose_compile_lists_the_passes_and_why_one_did_not_apply(tmp_path) -> None:
+    """`--verbose` prints each half's passes; a raw float32 cut shows the quantizer's reason."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.stitching import DIGITS, DIGITS_MID
+
+    env = {**os.environ, "COLUMNS": "120"}
+    result = subprocess.run([sys.executable, "-m", "splitc.cli", str(DIGITS), "--cut", DIGITS_MID, "--bits", "32",
+                             "--verbose", "-o", str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "edge pass insert-quantize: not applied: no cut tensor is quantized" in result.stdout
+    assert "cloud pass insert-dequantize: not applied" in result.stdout
