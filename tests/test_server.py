@@ -37,10 +37,54 @@ def quant_out(tmp_path_factory) -> Path:
     return compile_quantized(tmp_path_factory.mktemp("quant") / "out")
 
 
-@pytest.fixture(scope="module")
-def server(raw_out):
-    with ServerThread(raw_out, token=TOKEN, max_body=MAX_BODY, threads=2) as running:
-        yield running
+def _has_ray() -> bool:
+    try:
+        import ray  # noqa: F401
+        from ray import serve  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# Every test on `server` runs against both engines; Ray's runs go with the serial group (one Ray cluster).
+ENGINES = ["uvicorn", pytest.param("ray", marks=[pytest.mark.serial, pytest.mark.skipif(
+    not _has_ray(), reason="Ray Serve is not installed (pip install 'splitc[ray]')")])]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def server(request, raw_out):
+    if request.param == "uvicorn":
+        with ServerThread(raw_out, token=TOKEN, max_body=MAX_BODY, threads=2) as running:
+            yield running
+        return
+    yield from _ray_server(raw_out)
+
+
+def _ray_server(out: Path):
+    """The same output served by Ray Serve (2 replicas) at the root of its HTTP proxy, on 127.0.0.1."""
+    import socket
+    from types import SimpleNamespace
+
+    import ray
+    from ray import serve
+
+    from splitc.runtime.ray_engine import RayOptions, deploy, start_http
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024, log_to_driver=False,
+             logging_level="ERROR")
+    try:
+        start_http("127.0.0.1", port)
+        deploy(out, RayOptions(replicas=2, replica_cpus=0.5, start_timeout_s=120), token=TOKEN, max_body=MAX_BODY,
+               app_name="server", route_prefix="/")
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port, host="127.0.0.1")
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
 
 
 def _feeds(seed: int = 0) -> dict[str, np.ndarray]:
