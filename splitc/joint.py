@@ -125,12 +125,6 @@ def _options_from(analysis, cuts, widths, sizes_and_drops) -> list[Option]:
     return options
 
 
-def _exact_only(analysis, cut) -> list[int]:
-    """[32] when no tensor of ``cut`` is a float (integer and bool tensors are sent exactly), else []."""
-    values = analysis.graph.values
-    return [32] if cut and not any(is_float(values[t].dtype) for t in cut) else []
-
-
 def _guess(analysis, options: EncodingOptions):
     def sizes(cut, c):
         values = analysis.graph.values
@@ -158,7 +152,7 @@ def measured_options(analysis, options: EncodingOptions, cuts: list[tuple[str, .
             warnings.warn("no --calib data: using 8 bits; the accuracy bound was NOT checked", UncheckedAccuracy,
                           stacklevel=3)
             bits = [8]
-        return _options_from(analysis, cuts, lambda cut: _exact_only(analysis, cut) or bits,
+        return _options_from(analysis, cuts, lambda cut: options.widths(analysis.graph, cut, bits),
                              _guess(analysis, options)), None
     (progress or (lambda _s: None))("calibrating: measuring size and accuracy of every cut and bit width")
     link = bandwidths or (analysis.problem.bandwidth, analysis.problem.bandwidth)
@@ -235,13 +229,13 @@ class CompileContext:
             self._sets[key] = calibrate.load(options.calib, inputs, options.preprocess)
         return self._sets[key]
 
-    def probe(self, analysis, calib, tensors: list[str], every: list[str] | None = None) -> calibrate.Measurement:
-        """Activations of ``tensors``; a new probe records ``every`` (default: ``tensors``) for later calls."""
+    def probe(self, analysis, calib, tensors: list[str]) -> calibrate.Measurement:
+        """Activations of ``tensors``, from an earlier probe of this compile when one holds them all."""
         rewrite = _rewrite(analysis)
         for sha, kind, held, meas in self._probes:
             if sha == calib.sha256 and kind == rewrite and set(tensors) <= held:
                 return meas
-        names = sorted(set(every or tensors) | set(tensors))
+        names = sorted(set(tensors))
         graph = analysis.graph
         types = {t: (graph.values[t].shape, graph.values[t].dtype) for t in names}
         meas = calibrate.run_probe(graph.model, names, types, calib, rewrite)

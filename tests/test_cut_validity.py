@@ -40,13 +40,17 @@ def _named(problem):
     return problem
 
 
+def _random_problem(seed: int, n: int, measured: bool):
+    """A random DAG with random costs, and random measured prefix/suffix times when ``measured``."""
+    rng = np.random.default_rng(seed)
+    problem = _named(random_dag_problem(rng, n, rtt_ms=float(rng.choice([0.0, 3.0]))))
+    return with_measurements(problem, rng) if measured else problem
+
+
 @settings(max_examples=120, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 11), measured=st.booleans())
 def test_every_valid_assignment_is_a_forced_cut(seed, n, measured):
-    rng = np.random.default_rng(seed)
-    problem = _named(random_dag_problem(rng, n, rtt_ms=float(rng.choice([0.0, 3.0]))))
-    if measured:
-        problem = with_measurements(problem, rng)
+    problem = _random_problem(seed, n, measured)
     for on_cloud in valid_assignments(problem):
         sent = _crossing(problem, on_cloud)
         if not sent:
@@ -60,10 +64,7 @@ def test_every_valid_assignment_is_a_forced_cut(seed, n, measured):
 @settings(max_examples=120, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 16), measured=st.booleans())
 def test_optimiser_candidates_are_forced_cuts_priced_alike(seed, n, measured):
-    rng = np.random.default_rng(seed)
-    problem = _named(random_dag_problem(rng, n, rtt_ms=float(rng.choice([0.0, 3.0]))))
-    if measured:
-        problem = with_measurements(problem, rng)
+    problem = _random_problem(seed, n, measured)
     result = partition(problem)
     for part in [result.best, *result.candidates()]:
         assert is_valid(problem, part.on_cloud)

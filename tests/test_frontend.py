@@ -179,7 +179,7 @@ def test_models_over_the_protobuf_limit_are_inferred_on_a_skeleton(monkeypatch) 
     expected = import_model(model)
     monkeypatch.setattr(shapes, "_TWO_GB", 10_000)
     monkeypatch.setattr(shapes, "_BIG_WEIGHT", 1_000)
-    skeleton = shapes._skeleton(model)
+    skeleton = shapes.skeleton(model)
     assert len(skeleton.graph.initializer) < len(model.graph.initializer)
     graph = import_model(model)
     assert {n: v.shape for n, v in graph.values.items()} == {n: v.shape for n, v in expected.values.items()}

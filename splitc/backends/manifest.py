@@ -8,6 +8,7 @@ from onnx import helper
 from splitc.ir.graph import Graph
 from splitc.cost.model import CostTable
 from splitc.partition.solve import Partition
+from splitc.passes.qdq import encoding_for
 
 SCHEMA = "splitc.plan/1"
 
@@ -45,7 +46,8 @@ def _cut_entry(graph: Graph, name: str, cloud_nodes: set[str], choice, books: di
         "bits": bits,
         "axis": enc.axis if enc is not None else None,
         "wire": enc.wire_names() if enc is not None else [name],
-        "codec": {"name": "array"} if _exact_array(enc, value) else _codec_entry(enc, books),
+        "codec": {"name": "array"} if (enc or encoding_for(name, 32, None, "none", value.dtype)).exact_array
+        else _codec_entry(enc, books),
         "predicted_bytes": value.nbytes,
         "predicted_drop": 0.0,
     }
@@ -54,13 +56,6 @@ def _cut_entry(graph: Graph, name: str, cloud_nodes: set[str], choice, books: di
         entry["predicted_bytes"] = choice.option.sent_bytes * share
         entry["predicted_drop"] = choice.option.drop
     return entry
-
-
-def _exact_array(enc, value) -> bool:
-    """Sent as a plain array in its own dtype: integer and bool tensors, unquantized non-float32 floats."""
-    if enc is not None:
-        return enc.exact_array
-    return value.dtype != "float32"
 
 
 def _codec_entry(enc, books: dict[str, str]) -> dict:

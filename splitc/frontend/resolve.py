@@ -40,6 +40,7 @@ from onnx import helper
 
 from splitc.errors import ShapeError
 from splitc.frontend import shapes as _shapes
+from splitc.frontend.build import subgraph_captures
 from splitc.frontend.shapes import infer_shapes, real_inputs, skeleton
 
 METHODS = ("onnx", "symbolic", "execution")
@@ -133,8 +134,6 @@ def resolve_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ShapeReport
 
 def _data_tensors(model: onnx.ModelProto) -> list[str]:
     """Main-graph tensors computed from a graph input (the ones that need a static shape), in order."""
-    from splitc.frontend.build import subgraph_captures
-
     data = {i.name for i in real_inputs(model)}
     read = {name for node in model.graph.node for name in [*node.input, *subgraph_captures(node)] if name}
     read |= {o.name for o in model.graph.output}

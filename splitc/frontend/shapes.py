@@ -118,5 +118,3 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     skeleton.graph.input.extend(t for t in typed if t.name not in declared)
     return skeleton
 
-
-_skeleton = skeleton

@@ -25,15 +25,13 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Callable
 
-from splitc.partition.solve import forced_partition
 
 RAW_HEADER_BYTES = 64  # a generous bound on a raw frame's header, so the upper lines stay upper
 
 
 def times(analysis, cut: tuple[str, ...]) -> tuple[float, float]:
     """(fixed ms, bytes on the wire besides the cut tensors) of sending ``cut``."""
-    part = analysis.partition_for(cut) if hasattr(analysis, "partition_for") else \
-        forced_partition(analysis.problem, list(cut))
+    part = analysis.partition_for(cut)
     fixed = part.edge_ms + part.cloud_ms + (analysis.problem.rtt_ms if cut else 0.0)
     return fixed, float(part.down_bytes if cut else 0.0)
 

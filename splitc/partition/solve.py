@@ -82,6 +82,7 @@ class PartitionResult:
     solution: SegmentSolution = field(repr=False)
     problem: SplitProblem = field(repr=False)
     solve_ms: float = 0.0
+    _order: list | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def edge_only(self) -> Partition:
@@ -93,21 +94,28 @@ class PartitionResult:
 
     def candidates(self, limit: int | None = None) -> list[Partition]:
         """The best partition of each segment (and edge-only), cheapest first, without repeats."""
-        order = np.argsort(self.solution.totals, kind="stable")
-        found: list[Partition] = []
-        seen: set[tuple[str, ...]] = set()
-        for j in [*order, -1]:
-            on_cloud = np.zeros(self.problem.num_nodes, bool) if j < 0 else self.solution.assignment(int(j))
-            part = make_partition(self.problem, on_cloud)
-            key = tuple(part.cloud_nodes)
-            if _sends_pinned(self.problem, on_cloud):
-                continue  # sends a tensor that must not cross: never a candidate
-            if key not in seen:
-                seen.add(key)
-                found.append(part)
-            if limit is not None and len(found) >= limit:
-                break
-        return sorted(found, key=lambda p: p.total_ms)
+        found = self._unique()
+        return sorted(found if limit is None else found[:limit], key=lambda p: p.total_ms)
+
+    def _unique(self) -> list[Partition]:
+        """Each segment's best partition in solver order, then edge-only; repeats and pinned sends left out.
+
+        Computed once: the compile, its candidate list and the manifest's alternatives all read it.
+        """
+        if self._order is None:
+            order = np.argsort(self.solution.totals, kind="stable")
+            found: list[Partition] = []
+            seen: set[tuple[str, ...]] = set()
+            for j in [*order, -1]:
+                on_cloud = np.zeros(self.problem.num_nodes, bool) if j < 0 else self.solution.assignment(int(j))
+                if _sends_pinned(self.problem, on_cloud):
+                    continue  # sends a tensor that must not cross: never a candidate
+                part = make_partition(self.problem, on_cloud)
+                if tuple(part.cloud_nodes) not in seen:
+                    seen.add(tuple(part.cloud_nodes))
+                    found.append(part)
+            self._order = found
+        return self._order
 
 
 def partition(problem: SplitProblem) -> PartitionResult:

@@ -81,7 +81,7 @@ def encode_request(plan_id: str, frames: list[bytes], request_id: int = 0, plan_
 
     An ``ArrayPayload`` (an integer or bool cut tensor) goes as a plain-array record, any other as a frame.
     """
-    records = [Record(bytes(f), kind=KIND_ARRAY if isinstance(f, ArrayPayload) else KIND_FRAME) for f in frames]
+    records = [Record(f, kind=KIND_ARRAY if isinstance(f, ArrayPayload) else KIND_FRAME) for f in frames]
     return _container(REQUEST_MAGIC, plan_id, records, request_id, plan_crc, b"")
 
 

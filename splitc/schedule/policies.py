@@ -21,6 +21,7 @@ N_i x (per-sample delay at b1, b2). A task's delay is its finish time minus its 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,7 +140,9 @@ class _Book:
         return None
 
 
-class _Online:
+class _Online(ABC):
+    """An event-driven policy: tasks in arrival order, each placed by the cheapest ``candidate``."""
+
     name = "online"
     modes = MODES
 
@@ -172,8 +175,9 @@ class _Online:
             raise ScenarioError(f"device {scenario.devices[i].name!r} cannot be placed by {self.name}")
         return best
 
+    @abstractmethod
     def candidate(self, scenario, book, i, mode, e, t):
-        raise NotImplementedError
+        """``(ranking key, placement)`` of task ``i`` in ``mode`` via edge ``e`` from time ``t``, or None."""
 
 
 class DeeparOnline(_Online):

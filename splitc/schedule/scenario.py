@@ -125,6 +125,17 @@ class Scenario:
 
 
 # -- parsing -----------------------------------------------------------------------------------------
+def _objects(data: dict, key: str, allow_empty: bool):
+    """``(path, object)`` for each entry of the list ``data[key]``; one-line errors for anything else."""
+    items = data[key]
+    if not isinstance(items, list) or (not items and not allow_empty):
+        raise ScenarioError(f"scenario.{key}: must be a {'' if allow_empty else 'non-empty '}list")
+    for k, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ScenarioError(f"{key}[{k}]: must be an object")
+        yield f"{key}[{k}]", item
+
+
 def _field(obj: dict, path: str, key: str, kind: str, default=None):
     where = f"{path}.{key}"
     if key not in obj:
@@ -175,27 +186,17 @@ def parse_scenario(data: dict) -> Scenario:
     links = data.get("links", {})
     rtt1 = _field(links, "links", "device_edge_rtt_ms", "nonneg", 2.0)
     rtt2 = _field(links, "links", "edge_cloud_rtt_ms", "nonneg", 20.0)
-    if not isinstance(data["edges"], list):
-        raise ScenarioError("scenario.edges: must be a list")
     edges, index = [], {}
-    for k, e in enumerate(data["edges"]):
-        path = f"edges[{k}]"
-        if not isinstance(e, dict):
-            raise ScenarioError(f"{path}: must be an object")
+    for path, e in _objects(data, "edges", allow_empty=True):
         name = _field(e, path, "name", "str")
         if name in index:
             raise ScenarioError(f"{path}.name: duplicate edge server {name!r}")
-        index[name] = k
+        index[name] = len(edges)
         edges.append(EdgeServer(name, target(_field(e, path, "target", "str"), f"{path}.target"),
                                 _field(e, path, "slots", "count"), _mbps(_field(e, path, "uplink_mbps", "positive")),
                                 _mbps(_field(e, path, "backbone_mbps", "positive"))))
-    if not isinstance(data["devices"], list) or not data["devices"]:
-        raise ScenarioError("scenario.devices: must be a non-empty list")
     devices, warnings, names = [], [], set()
-    for k, d in enumerate(data["devices"]):
-        path = f"devices[{k}]"
-        if not isinstance(d, dict):
-            raise ScenarioError(f"{path}: must be an object")
+    for path, d in _objects(data, "devices", allow_empty=False):
         name = _field(d, path, "name", "str")
         if name in names:
             raise ScenarioError(f"{path}.name: duplicate device {name!r}")
