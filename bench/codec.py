@@ -37,7 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from splitc.runtime import codec  # noqa: E402
+from splitc.wire import codec  # noqa: E402
 
 IMAGES = ("astronaut", "coffee", "chelsea", "camera", "rocket")
 BITS = (2, 4, 6, 8)

@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import splitc  # noqa: E402
-from splitc.runtime import Pipeline, request  # noqa: E402
+from splitc.runtime import Pipeline  # noqa: E402
+from splitc.wire import request  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DIGITS = ROOT / "examples" / "digits"

@@ -21,8 +21,8 @@ from splitc.passes import precision
 from splitc.partition import prune as prune_cuts
 from splitc.passes.qdq import QUANT_BITS, Encoding, encoding_for, is_float, jpeg_quality, jpeg_width
 from splitc.partition.select import option_summary, Option, rank, within_bound
-from splitc.runtime import codec
-from splitc.runtime.codec_jpeg import image_layout
+from splitc.wire import codec
+from splitc.wire.jpeg import image_layout
 
 ALL_BITS = [*QUANT_BITS, 16, 32]
 JPEG_QUALITIES = (50, 75, 85, 90, 95)  # tried on image-shaped cuts (the model input) with --bits auto

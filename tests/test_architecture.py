@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parents[1] / "splitc"
 FORBIDDEN = {
     "splitc.runtime": ["splitc.cli", "splitc.api", "splitc.passes", "splitc.partition", "splitc.backends",
                        "splitc.frontend", "splitc.cost", "splitc.calibration", "splitc.joint", "splitc.adaptive",
-                       "splitc.report", "splitc.testing", "splitc.tools", "splitc.schedule", "splitc.profiling"],
+                       "splitc.testing", "splitc.tools", "splitc.schedule", "splitc.profiling", "splitc.compress"],
+    "splitc.wire": ["splitc.cli", "splitc.api", "splitc.passes", "splitc.partition", "splitc.backends",
+                    "splitc.frontend", "splitc.cost", "splitc.calibration", "splitc.joint", "splitc.adaptive",
+                    "splitc.runtime", "splitc.testing", "splitc.tools", "splitc.schedule", "splitc.profiling",
+                    "splitc.compress", "splitc.tree"],
     "splitc.cost": ["splitc.cli", "splitc.api", "splitc.passes", "splitc.partition", "splitc.backends",
                     "splitc.frontend", "splitc.calibration", "splitc.joint", "splitc.runtime", "splitc.profiling"],
     "splitc.partition": ["splitc.cli", "splitc.api", "splitc.passes", "splitc.backends", "splitc.frontend",

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitc.runtime import CloudError, EdgeClient, Pipeline, request
+from splitc.runtime import CloudError, EdgeClient, Pipeline
+from splitc.wire import request
 from tests.stitching import compile_quantized, digits_images
 
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from splitc.runtime import codec as C
-from splitc.runtime import codec_huffman as hf
+from splitc.wire import codec as C
+from splitc.wire import huffman as hf
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "wire-format.md"
 BACKENDS = ["numba", "numpy"] if C.codec_numba is not None else ["numpy"]

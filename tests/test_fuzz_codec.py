@@ -21,7 +21,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from splitc.runtime import codec, request
+from splitc.wire import codec, request
 
 CORPUS = {p.stem: bytes.fromhex(p.read_text().strip())
           for p in sorted((Path(__file__).parent / "fuzz_corpus").glob("*.hex"))}

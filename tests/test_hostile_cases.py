@@ -21,7 +21,7 @@ import pytest
 import splitc
 from splitc.cli import main
 from splitc.errors import SplitcError
-from splitc.runtime import codec, request
+from splitc.wire import codec, request
 from splitc.runtime.cloud_service import CloudService, Rejected
 from splitc.runtime.pipeline import PlanError
 from tests.stitching import CALIB, DIGITS, compile_quantized
@@ -219,7 +219,7 @@ def test_numba_without_a_writable_cache_falls_back_with_one_warning(tmp_path) ->
         "import numpy as np\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
-        "    from splitc.runtime import codec\n"
+        "    from splitc.wire import codec\n"
         "    frame = codec.encode_tensor(np.arange(12.0).reshape(3, 4), 4)\n"
         "    assert (codec.decode(frame)[0] == codec.quantize(np.arange(12.0).reshape(3, 4), 4)[0]).all()\n"
         "print(len([x for x in w if 'cannot cache' in str(x.message)]), codec.BACKEND)\n"
@@ -270,7 +270,7 @@ def test_small_frames_cannot_declare_huge_tensors() -> None:
 
 
 def test_jpeg_frames_have_splitc_s_own_pixel_limit() -> None:
-    from splitc.runtime import codec_jpeg
+    from splitc.wire import jpeg as codec_jpeg
 
     jpeg = codec.encode(np.full((1, 1, 16, 16), 128, np.uint8), 8, 0.0, 1.0, coder="jpeg", quality=50)
     forged = bytearray(jpeg)

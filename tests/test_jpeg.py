@@ -19,7 +19,9 @@ from splitc.calibration import calibrate
 from splitc.partition.solve import forced_partition
 from splitc.passes.qdq import Encoding, jpeg_width, round_trip
 from splitc.partition.select import Option
-from splitc.runtime import EdgeClient, Pipeline, codec, codec_jpeg
+from splitc.runtime import EdgeClient, Pipeline
+from splitc.wire import codec
+from splitc.wire import jpeg as codec_jpeg
 from splitc.runtime.server import ServerThread
 
 

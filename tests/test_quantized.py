@@ -18,7 +18,7 @@ from splitc.testing import zoo
 from splitc.backends.stitched import HUFFMAN_OPS, stitched_model
 from splitc.joint import EncodingOptions, choose
 from splitc.passes import qdq
-from splitc.runtime import codec
+from splitc.wire import codec
 from splitc.cost.model import RooflineCostModel
 from splitc.partition.select import Option, select, solve_ilp
 from splitc.runtime import Pipeline
@@ -268,7 +268,7 @@ def test_cli_quantization_flags(tmp_path: Path) -> None:
 
 def test_codec_none_packs_the_same_symbols(tmp_path: Path) -> None:
     """--codec none sends bit-packed symbols: same outputs as Huffman, a bigger frame."""
-    from splitc.runtime import codec
+    from splitc.wire import codec
 
     analysis = splitc.analyse(DIGITS)
     x = np.load(EXAMPLES / "sample.npy")

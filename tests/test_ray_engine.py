@@ -33,7 +33,8 @@ except ImportError:  # the `ray` extra is not installed
 from splitc.testing import zoo
 from splitc.adaptive import compile_range
 from splitc.cli import main
-from splitc.runtime import EdgeClient, Pipeline, codec, request
+from splitc.runtime import EdgeClient, Pipeline
+from splitc.wire import codec, request
 from splitc.runtime.ray_engine import RAY_HINT, RayOptions, deploy, start_http
 from splitc.runtime.server import ServerThread
 from tests.stitching import SLOW_EDGE, compile_quantized, compile_raw, digits_images, raw_http

@@ -44,7 +44,7 @@ def test_loading_a_plan_warms_the_codec_kernels(tmp_path: Path) -> None:
     out = compile_quantized(tmp_path / "out")
     script = (
         "import sys\n"
-        "from splitc.runtime import codec_numba as k\n"
+        "from splitc.wire import kernels_numba as k\n"
         "assert not k.tokenize.signatures and not k.decode.signatures\n"
         "from splitc.runtime import Pipeline\n"
         f"Pipeline({str(out)!r})\n"

@@ -60,7 +60,7 @@ def test_runtime_imports_and_runs_without_the_compiler_stack(tmp_path: Path) -> 
                 del sys.modules[name]
         import numpy as np
         from splitc.runtime import EdgeClient, Pipeline
-        from splitc.runtime import codec
+        from splitc.wire import codec
         x = np.load({str(tmp_path / "x.npy")!r})
         a = Pipeline({str(out)!r}).run({{"image": x}})["logits"]
         with EdgeClient({str(out)!r}, None, fallback="local") as client:

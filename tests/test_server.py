@@ -18,7 +18,8 @@ import onnx
 import pytest
 
 from splitc.testing import zoo
-from splitc.runtime import CloudError, EdgeClient, Pipeline, codec, request
+from splitc.runtime import CloudError, EdgeClient, Pipeline
+from splitc.wire import codec, request
 from splitc.runtime.server import ServerThread
 from tests.conftest import run_model
 from tests.stitching import compile_quantized, compile_raw, digits_images, raw_http

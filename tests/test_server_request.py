@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitc.runtime import codec, request
+from splitc.wire import codec, request
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "wire-format.md"
 

@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 from onnx.reference.op_run import OpRun
 
-from splitc.runtime import codec
+from splitc.wire import codec
 
 DOMAIN = "ai.splitc"
 CLOUD_PREFIX = "cloud/"

@@ -42,7 +42,7 @@ from splitc.calibration.data import CalibrationError, CalibrationSet, Calibratio
 from splitc.calibration.images import load_folder, require
 from splitc.calibration import confidence as conf
 from splitc.passes.qdq import Encoding, encoding_for, round_trip, simulate, width_order
-from splitc.runtime import codec
+from splitc.wire import codec
 
 METRICS = ("auto", "top1", "rel-l2")
 CACHE_VERSION = 5  # 5: certified bounds (``bound``; ``drop_se`` is the margin bound - drop)

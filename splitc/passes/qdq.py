@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
 
 from splitc.passes.base import Pass, PassError, PassResult, check_half
-from splitc.runtime import codec_jpeg
+from splitc.wire import jpeg as codec_jpeg
 from splitc.widths import jpeg_quality, jpeg_width, width_order  # noqa: F401 (re-exported)
 
 RAW_BITS = (16, 32)

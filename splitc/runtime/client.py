@@ -38,7 +38,7 @@ import httpcore
 import httpx
 import numpy as np
 
-from splitc.runtime import codec, request
+from splitc.wire import codec, request
 from splitc.runtime.bandwidth import LOWER_BOUND_BYTES, BandwidthEstimator, PlanSwitcher
 from splitc.runtime.cloud_service import open_session
 from splitc.runtime.cut_codec import CutCodec

@@ -3,7 +3,7 @@
 ``CloudService(out_dir)`` loads the cloud half of every plan in an output
 directory with onnxruntime (one session per plan, shared by all threads:
 ``InferenceSession.run`` is thread-safe) and answers requests
-(``splitc.runtime.request``). A request it cannot serve raises ``Rejected``
+(``splitc.wire.request``). A request it cannot serve raises ``Rejected``
 with the HTTP status and a short error code; nothing a client sends makes it
 allocate more than the plan's own tensor sizes.
 """
@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 import onnxruntime as ort
 
-from splitc.runtime import codec, request
+from splitc.wire import codec, request
 from splitc.runtime.cut_codec import CutCodec, is_array
 from splitc.runtime.plans import PlanEntry, PlanSet
 

@@ -2,7 +2,7 @@
 
 Each cut entry of ``plan.json`` names the edge outputs that carry it (``wire``)
 and its ``bits``; quantized entries (1..8 bits) carry uint8 symbols plus their
-min and max, which one frame of ``splitc.runtime.codec`` holds together.
+min and max, which one frame of ``splitc.wire.codec`` holds together.
 Integer and bool tensors (codec ``array``) travel exactly, as plain-array records.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splitc.runtime import codec, request
+from splitc.wire import codec, request
 from splitc.runtime.errors import PlanError
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitc.runtime.pipeline import PlanError, load_plan
-from splitc.runtime.request import PLAN_ID
+from splitc.wire.request import PLAN_ID
 
 INDEX = "plans.json"
 INDEX_SCHEMA = "splitc.plans/1"

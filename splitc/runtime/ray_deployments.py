@@ -27,7 +27,8 @@ from prometheus_client import Histogram
 from ray import serve
 from ray.exceptions import RayActorError
 
-from splitc.runtime import cloud_service, codec, request
+from splitc.runtime import cloud_service
+from splitc.wire import codec, request
 from splitc.runtime.batching import stack_half
 from splitc.runtime.cloud_service import CloudService, Rejected, check_plan
 from splitc.runtime.pipeline import PlanError

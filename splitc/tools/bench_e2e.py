@@ -39,7 +39,7 @@ import onnxruntime as ort
 import splitc
 from splitc.adaptive import compile_range
 from splitc.partition.solve import forced_partition
-from splitc.report import width_text
+from splitc.cli.report import width_text
 from splitc.runtime import EdgeClient, Pipeline, PlanSet
 from splitc.runtime.netem import NetemThread
 from splitc.runtime.server import ServerThread

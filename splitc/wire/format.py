@@ -3,7 +3,7 @@
 Everything here describes the bytes of a frame (docs/wire-format.md) and is
 shared by the encoder (``codec``), the decoder (``codec_decode``) and the
 codebook (``codec_codebook``). The public names are re-exported by
-``splitc.runtime.codec``.
+``splitc.wire.codec``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitc.runtime import codec_huffman as hf
+from splitc.wire import huffman as hf
 
 MAGIC = b"SPLT"
 VERSION = 1

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from splitc.runtime import codec_huffman as hf
-from splitc.runtime.codec_backend import _token_counts
-from splitc.runtime.codec_format import (
+from splitc.wire import huffman as hf
+from splitc.wire.backend import _token_counts
+from splitc.wire.format import (
     CODEBOOK_MAGIC,
     CODEBOOK_VERSION,
     DEFAULT_CHUNK_LOG2,
@@ -27,7 +27,7 @@ from splitc.runtime.codec_format import (
     _pack_nibbles,
     _unpack_nibbles,
 )
-from splitc.runtime.codec_quant import _check_quant_bits, _flat_symbols
+from splitc.wire.quant import _check_quant_bits, _flat_symbols
 
 
 class Codebook:

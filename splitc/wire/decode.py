@@ -6,12 +6,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from splitc.runtime import codec_backend as _backend
-from splitc.runtime import codec_huffman as hf
-from splitc.runtime import codec_jpeg
-from splitc.runtime.codec_backend import _buffer
-from splitc.runtime.codec_codebook import Codebook
-from splitc.runtime.codec_format import (
+from splitc.wire import backend as _backend
+from splitc.wire import huffman as hf
+from splitc.wire import jpeg as codec_jpeg
+from splitc.wire.backend import _buffer
+from splitc.wire.codebook import Codebook
+from splitc.wire.format import (
     _FIXED,
     _KERNEL_ERRORS,
     DTYPES,
@@ -39,7 +39,7 @@ from splitc.runtime.codec_format import (
     _Reader,
     _unpack_nibbles,
 )
-from splitc.runtime.codec_quant import dequantize
+from splitc.wire.quant import dequantize
 
 
 def _unpack_bits(payload, n: int, bits: int) -> np.ndarray:

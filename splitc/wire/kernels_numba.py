@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from splitc.runtime.codec_huffman import njit_cached
+from splitc.wire.huffman import njit_cached
 
 U = np.uint64
 I = np.int64

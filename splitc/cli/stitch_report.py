@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from splitc.cli.report import width_text
 from splitc.errors import ParseError
-from splitc.report import width_text
-from splitc.units import format_bandwidth
 
 
 def range_summary(adaptive, out: Path) -> dict:
@@ -21,7 +19,7 @@ def range_summary(adaptive, out: Path) -> dict:
 
 def print_range_report(console: Console, adaptive, out: Path, typed: str | None = None, verbose: bool = False) -> None:
     """The plans of a bandwidth range; ``typed`` (the --bw text) sets the units bandwidths are shown in."""
-    from splitc.report import _names, _size, rate_as_typed, show, table
+    from splitc.cli.report import _names, _size, rate_as_typed, show, table
 
     index = adaptive.index
     lo, hi = index["range_Bps"]
@@ -48,7 +46,7 @@ def print_range_report(console: Console, adaptive, out: Path, typed: str | None 
 
 def print_serving(console: Console, out: Path, host: str, port: int, tls: bool, token: bool) -> None:
     """What ``splitc serve`` serves and where (one line per plan)."""
-    from splitc.report import rate_as_typed
+    from splitc.cli.report import rate_as_typed
     from splitc.runtime.plans import PlanSet
 
     plans = PlanSet(out)
@@ -65,7 +63,7 @@ def print_serving(console: Console, out: Path, host: str, port: int, tls: bool, 
 
 def print_timing(console: Console, result) -> None:
     """The timing breakdown of a remote run."""
-    from splitc.report import _size, show, table
+    from splitc.cli.report import _size, show, table
 
     columns = ["edge ms", "encode ms", "network ms", "cloud ms", "decode ms", "total ms", "up", "down"]
     timing = table(f"Remote run: plan {result.plan_id}" + (" (FALLBACK: ran locally)" if result.fallback else ""),
@@ -84,7 +82,7 @@ def print_repeated(console: Console, timings: list[dict], warmup: int) -> None:
     """Median and p90 of each timing column over repeated runs (after ``warmup`` untimed runs)."""
     import numpy as np
 
-    from splitc.report import show, table
+    from splitc.cli.report import show, table
 
     keys = [k for k in ("edge_ms", "encode_ms", "network_ms", "cloud_ms", "decode_ms", "total_ms")
             if all(k in t for t in timings)]

@@ -3,7 +3,7 @@
 A request carries the cut tensors of one inference, a response the cloud
 half's outputs; both are one *container*: a small versioned header naming the
 plan, then length-prefixed tensor records (each normally one frame of
-``splitc.runtime.codec``). The layout is specified in docs/wire-format.md,
+``splitc.wire.codec``). The layout is specified in docs/wire-format.md,
 section "Requests and responses".
 
 Malformed input raises a subclass of ``codec.CodecError`` naming the problem;
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from splitc.runtime import codec
+from splitc.wire import codec
 
 REQUEST_MAGIC = b"SPRQ"
 RESPONSE_MAGIC = b"SPRS"

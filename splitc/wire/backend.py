@@ -11,11 +11,11 @@ import threading
 
 import numpy as np
 
-from splitc.runtime import codec_huffman as hf
-from splitc.runtime import codec_numpy
+from splitc.wire import huffman as hf
+from splitc.wire import kernels_numpy as codec_numpy
 
 try:
-    from splitc.runtime import codec_numba
+    from splitc.wire import kernels_numba as codec_numba
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     codec_numba = None
 

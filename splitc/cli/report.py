@@ -13,7 +13,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from splitc.errors import SplitcError
-from splitc.units import format_bandwidth
 
 CONTROL_FLOW = ("If", "Loop", "Scan")
 
@@ -260,11 +259,11 @@ def written_files(out: Path) -> list[tuple[str, int]]:
 
 def inspect_model(model, input_shapes=None) -> dict:
     """Structure of a model as splitc sees it: sizes, FLOPs, cut vertices, atomic and custom ops."""
-    from splitc.frontend import import_model
     from splitc.cost.model import CostTable
+    from splitc.frontend import import_model
     from splitc.partition.cut_vertices import find_cut_vertices
-    from splitc.passes.dce import DeadCodeElimination
     from splitc.partition.problem import problem_from_graph
+    from splitc.passes.dce import DeadCodeElimination
 
     graph = DeadCodeElimination()(import_model(model, input_shapes)).graph
     data = graph.data_nodes

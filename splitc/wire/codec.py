@@ -38,14 +38,14 @@ import numpy as np
 
 # Besides __all__, this module keeps every name it had before the split (the
 # MODE_* / FILTER_* constants, CODERS, DTYPES, codec_numba...): some are only re-exported.
-from splitc.runtime import codec_backend as _backend
-from splitc.runtime import codec_huffman as hf
-from splitc.runtime import codec_jpeg
-from splitc.runtime import codec_numpy  # noqa: F401
-from splitc.runtime.codec_backend import _buffer, _emit, _token_counts, codec_numba, set_backend  # noqa: F401
-from splitc.runtime.codec_codebook import Codebook
-from splitc.runtime.codec_decode import decode, decode_tensor
-from splitc.runtime.codec_format import (  # noqa: F401
+from splitc.wire import backend as _backend
+from splitc.wire import huffman as hf
+from splitc.wire import jpeg as codec_jpeg
+from splitc.wire import kernels_numpy as codec_numpy  # noqa: F401
+from splitc.wire.backend import _buffer, _emit, _token_counts, codec_numba, set_backend  # noqa: F401
+from splitc.wire.codebook import Codebook
+from splitc.wire.decode import decode, decode_tensor
+from splitc.wire.format import (  # noqa: F401
     CODEBOOK_MAGIC,
     CODEBOOK_VERSION,
     CODERS,
@@ -89,7 +89,7 @@ from splitc.runtime.codec_format import (  # noqa: F401
     _frame,
     _pack_nibbles,
 )
-from splitc.runtime.codec_quant import _check_quant_bits, _flat_symbols, _normalize_axis, dequantize, quantize
+from splitc.wire.quant import _check_quant_bits, _flat_symbols, _normalize_axis, dequantize, quantize
 
 __all__ = [
     "MAGIC",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from splitc.runtime.codec_format import QUANT_BITS
+from splitc.wire.format import QUANT_BITS
 
 
 def quantize(x, bits: int, per_channel_axis: int | None = None):
