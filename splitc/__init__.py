@@ -9,7 +9,7 @@ The compiler is imported lazily, so ``import splitc.runtime`` stays light.
 
 from splitc._version import __version__
 
-__all__ = ["compile", "analyse", "CompiledSplit", "Analysis", "__version__"]
+__all__ = ["compile", "analyse", "CompiledSplit", "Analysis", "CompileOptions", "__version__"]
 
 
 def __getattr__(name: str):
@@ -17,4 +17,8 @@ def __getattr__(name: str):
         from splitc import api
 
         return getattr(api, name)
+    if name == "CompileOptions":
+        from splitc.options import CompileOptions
+
+        return CompileOptions
     raise AttributeError(f"module 'splitc' has no attribute {name!r}")

@@ -24,11 +24,10 @@ from splitc import __version__, joint
 from splitc.api import Analysis, CompiledSplit, analyse, calibration_warnings
 from splitc.backends.output import write_directory
 from splitc.errors import SplitcError
-from splitc.calibration.confidence import DEFAULT_CONFIDENCE
 from splitc.calibration.confidence import using as using_confidence
 from splitc.partition.solve import partition
 from splitc.partition.select import Option, feasible, rank
-from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE
+from splitc.options import CompileOptions
 from splitc.units import parse_bandwidth
 
 INDEX_SCHEMA = "splitc.plans/1"
@@ -183,31 +182,27 @@ class AdaptiveSplit:
         return _replace(Path(out_dir), fill)
 
 
-def compile_range(model, bandwidth: str | tuple[float, float], target: str = DEFAULT_EDGE, cloud: str = DEFAULT_CLOUD,
-                  rtt: str | float = "20ms", input_shapes=None, progress=None, bits: str | int = "auto",
-                  codec: str = "huffman", calib=None, max_drop: float = 0.01, metric: str = "auto",
-                  per_channel: bool = False, cache_dir=None, preprocess=None, emit_fallback: bool = False,
-                  jpeg: bool = True, edge_precision: str = "fp32",
-                  confidence: float = DEFAULT_CONFIDENCE) -> AdaptiveSplit:
-    """Compile the plans optimal somewhere in a bandwidth range (``"300KBps..50Mbps"``).
+def compile_range(model, bandwidth: str | tuple[float, float], options: CompileOptions | None = None,
+                  progress=None, **settings) -> AdaptiveSplit:
+    """Compile the plans optimal somewhere in a bandwidth range (``"300KBps..50Mbps"`` or ``(lo, hi)`` B/s).
 
-    The other arguments are those of ``splitc.compile``.
+    ``options`` and keyword ``settings`` are those of ``splitc.compile`` (its ``bandwidth`` is ignored).
     """
+    opts = CompileOptions.build(options, **settings)
     lo, hi = parse_range(bandwidth) if isinstance(bandwidth, str) else map(float, bandwidth)
     step = progress or (lambda _stage: None)
-    base = analyse(model, target, cloud, hi, rtt, input_shapes, progress, edge_precision)
+    base = analyse(model, opts.target, opts.cloud, hi, opts.rtt, opts.input_shapes, progress, opts.edge_precision)
     rtt_ms = base.problem.rtt_ms
     analyses = [base, *(at_link(base, bw, rtt_ms) for bw in (math.sqrt(lo * hi), lo))]
-    options = joint.EncodingOptions(bits, codec, max_drop, calib, metric, per_channel,
-                                    Path(cache_dir) if cache_dir else None, preprocess, jpeg)
+    encoding = opts.encoding()
     step("finding the feasible (cut, bits) options")
-    with using_confidence(confidence):
-        ok, table = feasible_options(analyses, options)
-    calibration_warnings(table, max_drop)
+    with using_confidence(opts.confidence):
+        ok, table = feasible_options(analyses, encoding)
+    calibration_warnings(table, opts.max_drop)
     pieces = envelope(ok, lo, hi, rtt_ms)
     step(f"emitting {len(pieces)} plans")
-    splits = [_emit(base, piece, ok, options, table, emit_fallback) for piece in pieces]
-    index = _index(base, pieces, splits, (lo, hi), rtt_ms, options, len(ok))
+    splits = [_emit(base, piece, ok, encoding, table, opts.emit_fallback) for piece in pieces]
+    index = _index(base, pieces, splits, (lo, hi), rtt_ms, encoding, len(ok))
     cached = (json.dumps(table.to_json(), indent=1) + "\n").encode() if table is not None else None
     return AdaptiveSplit(pieces, splits, index, cached)
 

@@ -11,6 +11,7 @@ from typing import Callable
 
 import onnx
 
+from splitc.artifacts.plan import Plan
 from splitc.backends import onnx_backend as emit
 from splitc.backends.manifest import build_manifest, codebook_files
 from splitc.backends.output import write_directory
@@ -23,11 +24,11 @@ from splitc.cost.resolve import cost_model_for
 from splitc.passes.dce import DeadCodeElimination
 from splitc.partition.solve import Partition, PartitionResult, forced_partition, make_partition, partition
 from splitc.passes import precision, qdq
-from splitc.calibration.confidence import DEFAULT_CONFIDENCE
 from splitc.calibration.confidence import using as using_confidence
 from splitc.partition.problem import problem_from_graph
 from splitc.cost.profile import attach_measured
-from splitc.joint import Choice, EncodingOptions, UncheckedAccuracy, choose
+from splitc.joint import Choice, UncheckedAccuracy, choose
+from splitc.options import CompileOptions
 from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE, get_target
 from splitc.units import parse_bandwidth, parse_time_ms
 
@@ -69,7 +70,8 @@ class CompiledSplit:
             for name, data in self.files.items():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(data)
-            (tmp / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
+            # the typed manifest checks what the runtime will read before anything is written
+            (tmp / "plan.json").write_text(json.dumps(Plan.from_json(plan).to_json(), indent=2) + "\n")
 
         return write_directory(out_dir, fill)
 
@@ -166,29 +168,12 @@ def _edge_model(target: str | CostModel, edge_precision: str) -> CostModel:
     return roofline_for(get_target(target).in_fp16())
 
 
-def compile(
-    model: str | Path | onnx.ModelProto,
-    target: str | CostModel = DEFAULT_EDGE,
-    cloud: str | CostModel = DEFAULT_CLOUD,
-    bandwidth: str | float = "5Mbps",
-    rtt: str | float = "20ms",
-    input_shapes: dict[str, tuple[int, ...]] | None = None,
-    cut: list[str] | None = None,
-    alternatives: int = 5,
-    progress: Progress | None = None,
-    bits: str | int = "auto",
-    codec: str = "huffman",
-    calib: str | Path | None = None,
-    max_drop: float = 0.01,
-    metric: str = "auto",
-    per_channel: bool = False,
-    cache_dir: str | Path | None = None,
-    preprocess: str | None = None,
-    jpeg: bool = True,
-    edge_precision: str = "fp32",
-    confidence: float = DEFAULT_CONFIDENCE,
-) -> CompiledSplit:
-    """Split ``model`` between an edge device and a cloud server.
+def compile(model: str | Path | onnx.ModelProto, options: CompileOptions | None = None,
+            progress: Progress | None = None, **settings) -> CompiledSplit:
+    """Split ``model`` between an edge device and a cloud server, as ``options`` say.
+
+    ``options`` is a ``splitc.CompileOptions``; keyword ``settings`` are its fields by name and build it
+    (or override its fields): ``splitc.compile("m.onnx", target="jetson-tx2", bandwidth="5Mbps")``.
 
     ``target`` and ``cloud`` name built-in devices (``splitc targets``), give
     a measured profile (a path ending in ``.json``, from ``splitc profile``)
@@ -211,26 +196,40 @@ def compile(
     FP16 rate: ``splitc targets``); its accuracy cost is measured with ``calib``.
     ``confidence`` is the level of the certified upper bound on the drop that
     must be within ``max_drop`` (``splitc.calibration.confidence``).
+    ``emit_fallback`` marks the plan ``fallback: true`` (ship the cloud half to the edge).
     """
-    analysis = analyse(model, target, cloud, bandwidth, rtt, input_shapes, progress, edge_precision)
+    opts = CompileOptions.build(_legacy(options, settings), **settings)
+    analysis = analyse(model, opts.target, opts.cloud, opts.bandwidth, opts.rtt, opts.input_shapes, progress,
+                       opts.edge_precision)
     step = progress or (lambda _stage: None)
-    options = EncodingOptions(bits, codec, max_drop, calib, metric, per_channel,
-                              Path(cache_dir) if cache_dir else None, preprocess, jpeg)
+    cut = None if opts.cut is None else list(opts.cut)
     choice = None
-    if bits != 32 or calib is not None:
-        with using_confidence(confidence):
-            choice = choose(analysis, options, cut, progress)
-        calibration_warnings(choice.table, max_drop)
-    if edge_precision == "fp16" and calib is None:
+    if opts.bits != 32 or opts.calib is not None:
+        with using_confidence(opts.confidence):
+            choice = choose(analysis, opts.encoding(), cut, progress)
+        calibration_warnings(choice.table, opts.max_drop)
+    if opts.edge_precision == "fp16" and opts.calib is None:
         warnings.warn("no --calib data: the accuracy of the float16 edge half was NOT checked", UncheckedAccuracy,
                       stacklevel=2)
     step("emitting the halves")
-    split = analysis.split(cut, alternatives, choice)
-    if preprocess is not None:
+    split = analysis.split(cut, opts.alternatives, choice)
+    if opts.preprocess is not None:
         from splitc.calibration.images import Preprocess
 
-        split.plan["preprocess"] = Preprocess.parse(preprocess).to_json()
+        split.plan["preprocess"] = Preprocess.parse(opts.preprocess).to_json()
+    if opts.emit_fallback:
+        split.plan["fallback"] = True
     return split
+
+
+def _legacy(options, settings: dict) -> CompileOptions | None:
+    """A target passed positionally (``compile(model, "jetson-tx2")``), the old signature: deprecated."""
+    if options is None or isinstance(options, CompileOptions):
+        return options
+    warnings.warn("splitc.compile(model, target) is deprecated: pass target=... or a CompileOptions",
+                  DeprecationWarning, stacklevel=3)
+    settings.setdefault("target", options)
+    return None
 
 
 def calibration_warnings(table, max_drop: float) -> None:

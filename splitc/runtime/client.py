@@ -90,7 +90,7 @@ class _Local:
     def __init__(self, entry: PlanEntry, threads: int) -> None:
         self.entry = entry
         self.threads = threads
-        self.edge = open_session(entry.dir / entry.plan["edge"]["file"], threads)
+        self.edge = open_session(entry.dir / entry.plan.edge.file, threads)
         self.edge_names = [o.name for o in self.edge.get_outputs()]
         self.codec = CutCodec(entry.plan, entry.dir)
         self.codec.warm_up()
@@ -98,9 +98,9 @@ class _Local:
 
     def cloud(self):
         if self._cloud is None:
-            if not self.entry.has_cloud or not (self.entry.dir / self.entry.plan["cloud"]["file"]).is_file():
+            if not self.entry.has_cloud or not (self.entry.dir / self.entry.plan.cloud.file).is_file():
                 raise CloudError(f"plan {self.entry.id!r} has no cloud half here to fall back on")
-            self._cloud = open_session(self.entry.dir / self.entry.plan["cloud"]["file"], self.threads)
+            self._cloud = open_session(self.entry.dir / self.entry.plan.cloud.file, self.threads)
         return self._cloud
 
 
@@ -150,7 +150,7 @@ class EdgeClient:
         local = self._local(self.switcher.select(self.estimator.bandwidth, self.estimator.updates))
         if local.entry.id != before:
             self.plan_switches.append((time.monotonic(), local.entry.id))
-        feeds = prepare_feeds(feeds, self.input_specs, local.entry.plan.get("preprocess"))
+        feeds = prepare_feeds(feeds, self.input_specs, local.entry.plan.preprocess)
         at_edge = local.edge.run(local.edge_names, _check_inputs(self.input_specs, feeds))
         at_edge = dict(zip(local.edge_names, at_edge))
         t_edge = time.perf_counter()

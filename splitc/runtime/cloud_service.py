@@ -129,7 +129,7 @@ class CloudService:
             raise Rejected(400, "bad_request", f"plan {served.entry.id!r} takes {len(entries)} cut tensors, "
                                                f"the request has {len(message.records)}")
         for record, entry, shape in zip(message.records, entries, served.cut_shapes):
-            _check_record(record, entry["tensor"], shape, request.KIND_ARRAY if is_array(entry) else
+            _check_record(record, entry.tensor, shape, request.KIND_ARRAY if is_array(entry) else
                           request.KIND_FRAME)
         try:
             return served.cut_codec.decode([r.data for r in message.records])
@@ -165,9 +165,9 @@ def _check_record(record: request.Record, tensor: str, shape: tuple[int, ...],
 
 
 def _serve(entry: PlanEntry, threads: int) -> ServedPlan:
-    session = open_session(entry.dir / entry.plan["cloud"]["file"], threads)
+    session = open_session(entry.dir / entry.plan.cloud.file, threads)
     names = [o.name for o in session.get_outputs()]
-    shapes = [tuple(int(d) for d in c["shape"]) for c in entry.plan["cut"]]
+    shapes = [tuple(int(d) for d in c.shape) for c in entry.plan.cut]
     cut_codec = CutCodec(entry.plan, entry.dir)
     cut_codec.warm_up()
     return ServedPlan(entry, session, cut_codec, names, shapes)
@@ -178,8 +178,8 @@ def _describe(entry: PlanEntry, served: bool) -> dict:
         "id": entry.id,
         "crc": f"{entry.crc:08x}",
         "interval_Bps": [v if math.isfinite(v) else None for v in entry.interval],
-        "kind": entry.plan.get("kind"),
-        "cut": [c["tensor"] for c in entry.plan.get("cut", [])],
-        "bits": [c.get("bits", 32) for c in entry.plan.get("cut", [])],
+        "kind": entry.plan.kind,
+        "cut": [c.tensor for c in entry.plan.cut],
+        "bits": [c.bits for c in entry.plan.cut],
         "served": served,
     }

@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from splitc.runtime.cut_codec import CutCodec
+from splitc.artifacts.plan import Plan, PlanFormatError
 from splitc.runtime.errors import PlanError
 
 
@@ -20,8 +21,8 @@ class InputError(ValueError):
     """The inputs given to a pipeline do not match the model's inputs."""
 
 
-def load_plan(out_dir: str | Path) -> dict:
-    """Read and sanity-check ``plan.json`` in a splitc output directory."""
+def load_plan(out_dir: str | Path) -> Plan:
+    """Read and check ``plan.json`` in a splitc output directory (``splitc.artifacts.Plan``)."""
     path = Path(out_dir) / "plan.json"
     if not path.is_file():
         raise PlanError(f"{out_dir}: no plan.json (not a splitc output directory)")
@@ -29,9 +30,10 @@ def load_plan(out_dir: str | Path) -> dict:
         plan = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise PlanError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(plan, dict) or not str(plan.get("schema", "")).startswith("splitc.plan/"):
-        raise PlanError(f"{path}: not a splitc plan manifest")
-    return plan
+    try:
+        return Plan.from_json(plan, str(path))
+    except PlanFormatError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def _session(path: Path, threads: int | None, entry: dict | None = None) -> ort.InferenceSession:
@@ -51,10 +53,10 @@ class Pipeline:
     def __init__(self, out_dir: str | Path, threads: int | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.plan = load_plan(self.out_dir)
-        self.edge = _session(self.out_dir / self.plan["edge"]["file"], threads, self.plan["edge"])
-        cloud = self.plan.get("cloud")
-        self.cloud = _session(self.out_dir / cloud["file"], threads, cloud) if cloud else None
-        self.output_names = [o["name"] for o in self.plan["model"]["outputs"]]
+        self.edge = _session(self.out_dir / self.plan.edge.file, threads, self.plan["edge"])
+        cloud = self.plan.cloud
+        self.cloud = _session(self.out_dir / cloud.file, threads, self.plan["cloud"]) if cloud else None
+        self.output_names = self.plan.output_names
         self.codec = CutCodec(self.plan, self.out_dir)
         self.codec.warm_up()
         self.last_frames: list[bytes] = []
@@ -67,16 +69,16 @@ class Pipeline:
         """
         from splitc.runtime.image_input import prepare_feeds
 
-        feeds = prepare_feeds(feeds, self.plan["edge"]["inputs"], self.plan.get("preprocess"))
+        feeds = prepare_feeds(feeds, self.plan["edge"]["inputs"], self.plan.preprocess)
         checked = {}
-        for spec in self.plan["edge"]["inputs"]:
-            name = spec["name"]
+        for spec in self.plan.edge.inputs:
+            name = spec.name
             if name not in feeds:
                 raise InputError(f"missing input {name!r} (the model takes {', '.join(self.input_names)})")
             array = np.asarray(feeds[name])
-            if list(array.shape) != list(spec["shape"]):
-                raise InputError(f"input {name!r} has shape {list(array.shape)}, expected {spec['shape']}")
-            checked[name] = array.astype(spec["dtype"], copy=False)
+            if spec.shape is not None and array.shape != spec.shape:
+                raise InputError(f"input {name!r} has shape {list(array.shape)}, expected {list(spec.shape)}")
+            checked[name] = array.astype(spec.dtype, copy=False)
         extra = sorted(set(feeds) - set(checked))
         if extra:
             raise InputError(f"unknown input {extra[0]!r} (the model takes {', '.join(self.input_names)})")
@@ -84,7 +86,7 @@ class Pipeline:
 
     @property
     def input_names(self) -> list[str]:
-        return [i["name"] for i in self.plan["edge"]["inputs"]]
+        return [i.name for i in self.plan.edge.inputs]
 
     def run_edge(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the edge half; returns the cut tensors and the outputs computed on the edge."""

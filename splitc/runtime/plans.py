@@ -14,6 +14,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from splitc.artifacts.plan import Plan
 from splitc.runtime.pipeline import PlanError, load_plan
 from splitc.wire.request import PLAN_ID
 
@@ -28,13 +29,13 @@ class PlanEntry:
 
     id: str
     dir: Path
-    plan: dict
+    plan: Plan
     crc: int
     interval: tuple[float, float]
 
     @property
     def has_cloud(self) -> bool:
-        return self.plan.get("cloud") is not None
+        return self.plan.cloud is not None
 
 
 class PlanSet:

@@ -66,7 +66,7 @@ class PlanReplica:
             raise HalfLoadError(f"{LOAD_FAILED} of plan {plan_id!r}: {type(exc).__name__}: "
                                 f"{_first_line(exc)}") from None
         self.served = self.service.served[plan_id]
-        self.path = self.served.entry.dir / self.served.entry.plan["cloud"]["file"]
+        self.path = self.served.entry.dir / self.served.entry.plan.cloud.file
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="splitc-half")  # its onnxruntime threads use the cores
         self.stacked, reason = None, "off (--batch-max 1): one call per request"
         batch_max = int(settings["batch_max"])

@@ -222,19 +222,19 @@ class Bench:
     def compile_plans(self) -> tuple[Path, list[Path]]:
         cfg, out = self.config, self.config.out
         origin = out / "origin"
-        splitc.compile(self.model, cfg.target, cfg.cloud, cut=[self.input_name], bits=8, codec="none").save(origin)
+        splitc.compile(self.model, target=cfg.target, cloud=cfg.cloud, cut=[self.input_name], bits=8,
+                       codec="none").save(origin)
         lo, hi = min(cfg.bandwidths), max(cfg.bandwidths)
         self.progress(f"{self.name}: compiling {format_bandwidth(lo)} .. {format_bandwidth(hi)} (one calibration)")
+        options = splitc.CompileOptions(target=cfg.target, cloud=cfg.cloud, bandwidth=lo, rtt=cfg.rtt_ms,
+                                        bits=cfg.bits, calib=cfg.calib, max_drop=cfg.max_drop, metric=cfg.metric,
+                                        edge_precision=cfg.edge_precision)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if lo == hi:
-                splitc.compile(self.model, cfg.target, cfg.cloud, bandwidth=lo, rtt=cfg.rtt_ms, bits=cfg.bits,
-                               calib=cfg.calib, max_drop=cfg.max_drop, metric=cfg.metric,
-                               edge_precision=cfg.edge_precision).save(out / "plans")
+                splitc.compile(self.model, options).save(out / "plans")
             else:
-                compile_range(self.model, (lo, hi * (1 + 1e-9)), cfg.target, cfg.cloud, cfg.rtt_ms, bits=cfg.bits,
-                              calib=cfg.calib, max_drop=cfg.max_drop, metric=cfg.metric,
-                              edge_precision=cfg.edge_precision).save(out / "plans")
+                compile_range(self.model, (lo, hi * (1 + 1e-9)), options).save(out / "plans")
         plans = PlanSet(out / "plans")
         return origin, [plans.for_bandwidth(bandwidth).dir for bandwidth in cfg.bandwidths]
 
