@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from splitc.runtime.netem import NetemThread, TokenBucket
+from splitc.errors import SplitcError
+from splitc.runtime.netem import Netem, NetemThread, TokenBucket, TraceLink, check_trace, read_trace, run
 from tests.stitching import Sink, measure_link
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +65,109 @@ def test_unreachable_target_closes_the_client_connection() -> None:
     with NetemThread(("127.0.0.1", port)) as proxy:
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
             assert sock.recv(1) == b""  # closed, not hung
+
+
+# ----------------------------------------------------------------------------- trace mode
+
+
+def test_trace_link_is_exact_in_virtual_time() -> None:
+    link = TraceLink([2, 2, 5], origin=0.0)  # opportunities at 2, 2, 5, 7, 7, 10, 12, 12, 15, 17, 17, 20 ms ...
+    assert link.rate == pytest.approx(3 * 1500 / 0.005)
+    assert link.reserve(1500, 0.0) == pytest.approx(0.002)
+    assert link.reserve(1500, 0.0) == pytest.approx(0.002)  # the second opportunity of the same millisecond
+    assert link.reserve(100, 0.0) == pytest.approx(0.005)  # a packet's worth of the next opportunity ...
+    assert link.reserve(1400, 0.001) == pytest.approx(0.004)  # ... shared with the next bytes
+    assert link.reserve(3001, 0.001) == pytest.approx(0.009)  # 7, 7 and 10 ms
+    assert link.reserve(1, 0.0195) == pytest.approx(0.0005)  # idle meanwhile: 12 .. 17 ms are lost; 20 ms
+    assert link.reserve(1500, 0.0201) == pytest.approx(0.0019)  # 22 ms (the next cycle's 2 ms)
+
+
+def test_bad_trace_is_refused_with_its_line(tmp_path) -> None:
+    path = tmp_path / "bad.up"
+    path.write_text("3\n9\n4\n")
+    with pytest.raises(SplitcError, match=f"^{path}:3: timestamp 4 is smaller"):
+        read_trace(path)
+    with pytest.raises(SplitcError, match="lasts 0 ms"):
+        NetemThread(("127.0.0.1", 9), trace=[0, 0])
+    with pytest.raises(SplitcError, match="empty"):
+        check_trace([])
+    with pytest.raises(SplitcError, match=f"^{path}:3:"):
+        run(("127.0.0.1", 0), ("127.0.0.1", 9), None, 0.0, trace=path)  # refused before listening
+
+
+def test_set_link_keeps_a_trace_driven_uplink() -> None:
+    netem = Netem(("127.0.0.1", 9), rate=100_000, trace=[1])
+    netem.set_link(rate=50_000, rtt_ms=30)
+    assert isinstance(netem.up.bucket, TraceLink) and netem.up.bucket.rate == pytest.approx(1.5e6)
+    assert netem.down.bucket.rate == 50_000 and netem.up.delay_s == netem.down.delay_s == pytest.approx(0.015)
+
+
+def two_rate_trace(low_mbps: float, high_mbps: float) -> list[int]:
+    """``low`` for one second, then ``high`` for one second: packets spread evenly, period 2000 ms."""
+    stamps = []
+    for second, mbps in enumerate((low_mbps, high_mbps)):
+        per_ms = mbps * 1e6 / 8 / 1500 / 1e3
+        stamps += [1000 * second + math.ceil((n + 1) / per_ms) for n in range(round(per_ms * 1000))]
+    return stamps
+
+
+class Recorder:
+    """A TCP server that drains one connection and records (monotonic time, bytes) of each read."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.address = self.sock.getsockname()
+        self.reads: list[tuple[float, int]] = []
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            while data := conn.recv(65536):
+                self.reads.append((time.monotonic(), len(data)))
+
+    def per_window(self, origin: float, windows: int) -> list[int]:
+        """Bytes received in each second ``[origin + i, origin + i + 1)``."""
+        totals = [0] * windows
+        for when, size in self.reads:
+            index = math.floor(when - origin)
+            if 0 <= index < windows:
+                totals[index] += size
+        return totals
+
+
+def test_trace_mode_delivers_the_trace_rate_per_second() -> None:
+    stamps = two_rate_trace(2.0, 8.0)
+    recorder = Recorder()
+    with NetemThread(recorder.address, trace=stamps) as proxy:
+        origin = proxy.netem.trace.origin
+        stop = threading.Event()
+
+        def send() -> None:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+                while not stop.is_set():
+                    sock.sendall(bytes(16384))
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        time.sleep(max(0.0, origin + 4.1 - time.monotonic()))
+        stop.set()
+        sender.join(10)
+    recorder.sock.close()
+    got = recorder.per_window(origin, 4)[1:]  # the first second includes the connection's start
+    link = TraceLink(stamps, origin=0.0)
+    want = [0] * 4
+    index = 0
+    while (at := link.opportunity_ms(index)) < 4000:
+        want[at // 1000] += 1500
+        index += 1
+    assert want[1:] == pytest.approx([1_000_000, 250_000, 1_000_000], rel=0.01)  # the trace: 8, 2, 8 Mbps
+    print(f"delivered {got} bytes per second, trace {want[1:]}")
+    for sent, expected in zip(got, want[1:]):
+        assert expected * 0.75 <= sent <= expected * 1.25
 
 
 # ----------------------------------------------------------------------------- kernel cross-check

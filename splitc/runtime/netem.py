@@ -10,15 +10,128 @@ changed while it runs (``set_link``).
 
     with NetemThread(("127.0.0.1", 8000), rate=625_000, rtt_ms=40) as proxy:
         url = f"http://127.0.0.1:{proxy.port}"       # 5 Mbps, 40 ms RTT to the server
+
+**Trace mode.** ``trace=`` (a mahimahi trace file, or its timestamps) makes the
+uplink (client to server) follow a recorded link instead of a fixed rate: each
+line of the trace is a millisecond at which 1500 bytes may cross, several lines
+may share a millisecond, and the trace repeats with its period (its last
+timestamp), as in mahimahi's ``mm-link``. The trace clock starts when the proxy
+starts. Opportunities that find no queued bytes are lost, as on a real link.
+The downlink keeps the fixed rate (``rate``/``down_rate``).
+
+    with NetemThread(("127.0.0.1", 8000), trace="Verizon-LTE-short.up", rtt_ms=40) as proxy: ...
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import math
+import os
 import threading
 import time
+from collections.abc import Sequence
+
+from splitc.errors import SplitcError
 
 QUEUE_S = 0.05  # backlog the shaper accepts before it stops reading (a router's buffer, in seconds)
+MTU = 1500  # bytes one delivery opportunity of a trace carries
+
+
+class TraceError(SplitcError):
+    """A link trace is missing, empty or malformed."""
+
+
+def read_trace(path: str | os.PathLike) -> list[int]:
+    """The timestamps (ms) of a mahimahi trace file, checked; blank lines are skipped.
+
+    Raises ``TraceError`` naming the file and line for an unreadable or empty
+    file, a line that is not a non-negative integer, a timestamp smaller than
+    the one before it, or a trace whose last timestamp is 0 (zero period).
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read the trace: {exc.strerror or exc}") from None
+    numbered = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
+    for number, text in numbered:
+        if not text.isdigit():
+            raise TraceError(f"{path}:{number}: {text[:40]!r} is not a millisecond timestamp "
+                             "(a non-negative integer)")
+    return check_trace([int(text) for _, text in numbered], str(path), [number for number, _ in numbered])
+
+
+def check_trace(timestamps: Sequence[int], source: str = "trace", lines: Sequence[int] | None = None) -> list[int]:
+    """``timestamps`` as a list of ints if they form a valid trace, else ``TraceError`` (see ``read_trace``).
+
+    ``lines`` gives the file line of each timestamp for the messages (default: its position, from 1).
+    """
+    stamps = [int(value) for value in timestamps]
+    lines = list(lines) if lines is not None else list(range(1, len(stamps) + 1))
+    if not stamps:
+        raise TraceError(f"{source}: the trace is empty (no timestamps)")
+    for index, value in enumerate(stamps):
+        if value < 0:
+            raise TraceError(f"{source}:{lines[index]}: timestamp {value} is negative")
+        if index and value < stamps[index - 1]:
+            raise TraceError(f"{source}:{lines[index]}: timestamp {value} is smaller than the one before it "
+                             f"({stamps[index - 1]}); a trace must not decrease")
+    if stamps[-1] == 0:
+        raise TraceError(f"{source}:{lines[-1]}: the trace lasts 0 ms (its last timestamp is 0); "
+                         "its period must be positive")
+    return stamps
+
+
+class TraceLink:
+    """Delivery opportunities of a trace: ``MTU`` bytes at each timestamp, repeating with the period.
+
+    ``reserve`` has ``TokenBucket``'s contract: it queues ``nbytes`` behind the
+    bytes already reserved and says how long until they have all crossed. The
+    clock is ``time.monotonic()`` seconds, ``origin`` the trace's time 0.
+    """
+
+    def __init__(self, timestamps: Sequence[int], source: str = "trace", origin: float | None = None) -> None:
+        self.timestamps = check_trace(timestamps, source)
+        self.period_ms = self.timestamps[-1]
+        self.origin = time.monotonic() if origin is None else origin
+        self.next = 0  # index of the first opportunity not yet used
+        self.spare = 0  # bytes still free in opportunity ``next - 1``
+
+    @property
+    def rate(self) -> float:
+        """Mean rate of the trace, bytes/s."""
+        return len(self.timestamps) * MTU * 1e3 / self.period_ms
+
+    def opportunity_ms(self, index: int) -> int:
+        """Time (ms since the origin) of opportunity ``index`` (0-based, counting through the repeats)."""
+        cycle, position = divmod(index, len(self.timestamps))
+        return self.timestamps[position] + cycle * self.period_ms
+
+    def first_at_or_after(self, t_ms: float) -> int:
+        """Index of the first opportunity at or after ``t_ms`` (ms since the origin, >= 0)."""
+        cycle = max(0, math.floor(t_ms / self.period_ms) - 1)
+        index = cycle * len(self.timestamps)
+        while True:  # at most three rounds: the cycle before, the one containing t_ms, the next
+            position = bisect.bisect_left(self.timestamps, t_ms - cycle * self.period_ms)
+            if position < len(self.timestamps):
+                return index + position
+            cycle, index = cycle + 1, index + len(self.timestamps)
+
+    def reserve(self, nbytes: int, now: float) -> float:
+        """Queue ``nbytes`` at ``now`` (monotonic s); the seconds until their last byte has crossed."""
+        first = self.first_at_or_after(max(0.0, (now - self.origin) * 1e3))
+        if self.next <= first:  # the link went idle: the opportunities up to now are gone
+            self.next, self.spare = first, 0
+        if nbytes <= self.spare:
+            self.spare -= nbytes
+            done = self.opportunity_ms(self.next - 1)
+        else:
+            packets = -(-(nbytes - self.spare) // MTU)
+            self.spare = packets * MTU - (nbytes - self.spare)
+            self.next += packets
+            done = self.opportunity_ms(self.next - 1)
+        return max(0.0, self.origin + done / 1e3 - now)
 
 
 class TokenBucket:
@@ -41,11 +154,12 @@ class TokenBucket:
 
 
 class Direction:
-    """One direction of the link: its bucket and its one-way delay."""
+    """One direction of the link: its bucket (a ``TokenBucket`` or a ``TraceLink``) and its one-way delay."""
 
-    def __init__(self, rate: float | None, delay_s: float, burst: float | None = None) -> None:
+    def __init__(self, rate: float | None, delay_s: float, burst: float | None = None,
+                 trace: TraceLink | None = None) -> None:
         self.delay_s = delay_s
-        self.bucket = TokenBucket(rate, burst if burst is not None else _default_burst(rate))
+        self.bucket = trace or TokenBucket(rate, burst if burst is not None else _default_burst(rate))
 
     @property
     def quantum(self) -> int:
@@ -93,13 +207,26 @@ async def _deliver(queue: asyncio.Queue, writer: asyncio.StreamWriter) -> None:
         writer.close()
 
 
+def load_link_trace(trace: str | os.PathLike | Sequence[int]) -> TraceLink:
+    """A ``TraceLink`` from a trace file's path or from its timestamps (ms); ``TraceError`` if it is bad."""
+    if isinstance(trace, (str, os.PathLike)):
+        return TraceLink(read_trace(trace), str(trace))
+    return TraceLink(trace)
+
+
 class Netem:
-    """The proxy (asyncio): ``await start()``, ``set_link(...)``, ``await stop()``."""
+    """The proxy (asyncio): ``await start()``, ``set_link(...)``, ``await stop()``.
+
+    ``trace`` (a path or timestamps) drives the uplink from a mahimahi trace instead of ``up_rate``/``rate``;
+    its clock starts at ``start()``.
+    """
 
     def __init__(self, to: tuple[str, int], listen: tuple[str, int] = ("127.0.0.1", 0), rate: float | None = None,
-                 rtt_ms: float = 0.0, up_rate: float | None = None, down_rate: float | None = None) -> None:
+                 rtt_ms: float = 0.0, up_rate: float | None = None, down_rate: float | None = None,
+                 trace: str | os.PathLike | Sequence[int] | None = None) -> None:
         self.to, self.listen = to, listen
-        self.up = Direction(up_rate or rate, rtt_ms / 2e3)
+        self.trace = load_link_trace(trace) if trace is not None else None
+        self.up = Direction(up_rate or rate, rtt_ms / 2e3, trace=self.trace)
         self.down = Direction(down_rate or rate, rtt_ms / 2e3)
         self.server: asyncio.base_events.Server | None = None
         self.tasks: set[asyncio.Task] = set()
@@ -110,9 +237,9 @@ class Netem:
         return self.server.sockets[0].getsockname()[1]
 
     def set_link(self, rate: float | None = None, rtt_ms: float | None = None) -> None:
-        """Change the rate (both directions) and/or the RTT; takes effect for the next bytes."""
+        """Change the rate (both directions, but not a trace-driven uplink) and/or the RTT, for the next bytes."""
         for direction in (self.up, self.down):
-            if rate is not None:
+            if rate is not None and isinstance(direction.bucket, TokenBucket):
                 direction.bucket.rate = rate
                 direction.bucket.burst = _default_burst(rate)
             if rtt_ms is not None:
@@ -120,6 +247,8 @@ class Netem:
 
     async def start(self) -> "Netem":
         self.server = await asyncio.start_server(self._connection, *self.listen)
+        if self.trace is not None:
+            self.trace.origin = time.monotonic()
         return self
 
     async def stop(self) -> None:
@@ -184,11 +313,16 @@ class NetemThread:
         self.stop()
 
 
-def run(listen: tuple[str, int], to: tuple[str, int], rate: float | None, rtt_ms: float) -> None:
-    """Run the proxy until interrupted (``splitc netem``)."""
+def run(listen: tuple[str, int], to: tuple[str, int], rate: float | None, rtt_ms: float,
+        trace: str | os.PathLike | None = None) -> None:
+    """Run the proxy until interrupted (``splitc netem``); ``trace``: a mahimahi file driving the uplink.
+
+    A bad trace raises ``TraceError`` before the proxy starts listening.
+    """
+    link = Netem(to, listen, rate, rtt_ms, trace=trace)
 
     async def main() -> None:
-        netem = await Netem(to, listen, rate, rtt_ms).start()
+        netem = await link.start()
         async with netem.server:
             await netem.server.serve_forever()
 
