@@ -77,12 +77,20 @@ def netem_command(
     to: str = typer.Option("127.0.0.1:8000", "--to", help="HOST:PORT it forwards to."),
     bw: Optional[str] = typer.Option(None, "--bw", help="Rate of each direction: 5Mbps, 300KBps (default: unlimited)."),
     rtt: str = typer.Option("0ms", "--rtt", help="Round-trip time added: 40ms (half each way)."),
+    trace: Optional[Path] = typer.Option(
+        None, "--trace", help="A mahimahi uplink trace (one line per 1500-byte delivery opportunity, in ms; "
+        "repeated when it ends): the uplink follows it instead of --bw."),
 ) -> None:
-    """A user-space TCP proxy that emulates a link: token-bucket rate and delay per direction."""
+    """A user-space TCP proxy that emulates a link: token-bucket rate (or a trace) and delay per direction."""
     from splitc.cli.stitch_report import parse_host_port
-    from splitc.runtime.netem import run
+    from splitc.runtime.netem import read_trace, run
     from splitc.units import parse_bandwidth, parse_time_ms
 
     rate = parse_bandwidth(bw) if bw else None
-    errors.print(f"netem: {listen} -> {to}, {bw or 'unlimited'}, {rtt} RTT (Ctrl-C stops)")
-    run(parse_host_port(listen), parse_host_port(to), rate, parse_time_ms(rtt))
+    if trace is not None:
+        stamps = read_trace(trace)  # a bad trace is one line naming the file and line, before listening
+        errors.print(f"netem: {listen} -> {to}, uplink replays {trace} ({len(stamps)} opportunities per "
+                     f"{stamps[-1]} ms), downlink {bw or 'unlimited'}, {rtt} RTT (Ctrl-C stops)")
+    else:
+        errors.print(f"netem: {listen} -> {to}, {bw or 'unlimited'}, {rtt} RTT (Ctrl-C stops)")
+    run(parse_host_port(listen), parse_host_port(to), rate, parse_time_ms(rtt), trace=trace)
