@@ -25,10 +25,10 @@ from onnx import TensorProto, helper
 
 from splitc.passes.base import Pass, PassError, PassResult, check_half
 from splitc.wire import jpeg as codec_jpeg
+from splitc.wire import quant
+from splitc.wire.format import QUANT_BITS, RAW_BITS  # noqa: F401 (re-exported)
 from splitc.widths import jpeg_quality, jpeg_width, width_order  # noqa: F401 (re-exported)
 
-RAW_BITS = (16, 32)
-QUANT_BITS = tuple(range(1, 9))
 _TINY = np.float32(1e-30)
 NOT_QUANTIZED = "no cut tensor is quantized (bits 32 or exact arrays)"
 
@@ -332,16 +332,18 @@ def insert_dequantize(cloud: onnx.ModelProto, encodings: list[Encoding]) -> None
 
 
 def simulate(x: np.ndarray, enc: Encoding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The edge half's quantizer in numpy float32: ``(q, min, max)``, bit for bit."""
+    """The edge half's quantizer in numpy float32: ``(q, min, max)``, bit for bit.
+
+    It is the wire's own quantizer (``splitc.wire.quant.quantize``, which the inserted ONNX nodes
+    compute); per-channel ranges come back with the tensor's rank (size 1 off the axis), as the edge
+    half's ReduceMin/ReduceMax give them.
+    """
     x = np.asarray(x, dtype=np.float32)
-    axes = _reduce_axes(x.ndim, enc.axis)
-    keep = axes is not None
-    lo = x.min(axis=None if axes is None else tuple(axes), keepdims=keep).astype(np.float32)
-    hi = x.max(axis=None if axes is None else tuple(axes), keepdims=keep).astype(np.float32)
-    levels = np.float32((1 << enc.bits) - 1)
-    scale = levels / np.maximum(hi - lo, _TINY)
-    q = np.floor((x - lo) * scale + np.float32(0.5)).astype(np.uint8)
-    return q, lo, hi
+    q, lo, hi = quant.quantize(x, enc.bits, enc.axis)
+    if enc.axis is None:
+        return q, np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+    shape = _range_shape(list(x.shape), enc.axis)
+    return q, np.reshape(lo, shape), np.reshape(hi, shape)
 
 
 def simulate_dequantize(q: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
