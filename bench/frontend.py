@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from splitc.frontend import fix_input_shapes, import_model  # noqa: E402
-from splitc.cli.report import inspect_model  # noqa: E402
+from splitc.cli.inspect_report import inspect_model  # noqa: E402
 from tests.test_conformance import SHAPES  # noqa: E402
 
 LIGHT_DIR = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"

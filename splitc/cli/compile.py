@@ -70,11 +70,20 @@ def compile_command(
     tvm_fallback: Optional[str] = typer.Option(
         None, "--tvm-fallback", help="With --backend tvm: 'onnx' emits a half TVM cannot import as ONNX instead."
     ),
+    tiers: Optional[str] = typer.Option(
+        None, "--tiers", help="Three tiers DEVICE,EDGE,CLOUD (targets): split across device, edge server and cloud."
+    ),
+    link: Optional[List[str]] = typer.Option(
+        None, "--link", help="With --tiers: device-edge=20Mbps/5ms and edge-cloud=200Mbps/30ms (repeatable)."
+    ),
 ) -> None:
     """Split MODEL between an edge device and the cloud and write the halves to -o.
 
     A range --bw LOW..HIGH (300KBps..50Mbps) writes every plan that is optimal somewhere in it.
     """
+    if tiers is not None or link:  # three tiers: splitc/cli/tiers.py
+        from splitc.cli.tiers import tiers_command
+        return tiers_command(**locals())
     options = CompileOptions(
         target=target, cloud=cloud, bandwidth=bw, rtt=rtt, input_shapes=_shapes(input_shape), cut=_cut(cut),
         bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop),

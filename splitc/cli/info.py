@@ -24,7 +24,7 @@ def inspect_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show each cut vertex's producer node."),
 ) -> None:
     """Show node count, FLOPs, cut vertices with their sizes, and atomic or custom ops."""
-    from splitc.cli.report import inspect_model, print_inspect_report
+    from splitc.cli.inspect_report import inspect_model, print_inspect_report
 
     info = inspect_model(model, _shapes(input_shape))
     if as_json:
@@ -39,7 +39,7 @@ def targets_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show each device and the source of its figures."),
 ) -> None:
     """List the built-in device targets and the figures behind them."""
-    from splitc.cli.report import print_targets
+    from splitc.cli.inspect_report import print_targets
     from splitc.targets import TARGETS
 
     if as_json:

@@ -32,11 +32,20 @@ def serve_command(
     batch_max: int = typer.Option(1, "--batch-max", help="ray: requests per onnxruntime call (1: no batching)."),
     batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="ray: longest wait to fill a batch (ms)."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: join this cluster (HOST:PORT or auto)."),
+    upstream: Optional[str] = typer.Option(None, "--upstream", help="Relay to this cloud server (OUT is the edge/ "
+                                           "directory of a three-tier compile): http://cloud:8000."),
+    upstream_timeout: float = typer.Option(10.0, "--upstream-timeout", help="Seconds to wait for the upstream."),
 ) -> None:
     """Serve the cloud halves of OUT over HTTP (POST /v1/infer, GET /v1/plans, /healthz, /metrics)."""
     from splitc.cli.stitch_report import parse_size, print_serving, read_token
     from splitc.runtime.server import serve
 
+    if upstream is not None and engine != "uvicorn":
+        raise SplitcError("--upstream needs the uvicorn engine (--engine uvicorn)")
+    if engine == "ray" and (out / "relay.json").is_file():
+        raise SplitcError(f"{out} is a relaying edge output: serve it with --upstream URL on the uvicorn engine")
+    if not 0 < upstream_timeout < float("inf"):
+        raise SplitcError(f"--upstream-timeout must be a number of seconds above 0, not {upstream_timeout:g}")
     if engine == "ray":
         return _serve_ray(out, host, port, token_file, tls_cert, tls_key, max_body, reply_bits, replicas, autoscale,
                           batch_max, batch_wait_ms, address)
@@ -44,7 +53,8 @@ def serve_command(
         raise SplitcError(f"--engine must be uvicorn or ray, not {engine!r}")
     print_serving(errors, out, host, port, tls_cert is not None, token_file is not None)
     serve(out, host, port, read_token(token_file), str(tls_cert) if tls_cert else None,
-          str(tls_key) if tls_key else None, parse_size(max_body), threads or None, reply_bits)
+          str(tls_key) if tls_key else None, parse_size(max_body), threads or None, reply_bits,
+          upstream=upstream, upstream_timeout=upstream_timeout)
 
 
 def _serve_ray(out, host, port, token_file, tls_cert, tls_key, max_body, reply_bits, replicas, autoscale, batch_max,

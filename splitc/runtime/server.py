@@ -147,15 +147,20 @@ class CloudApp:
 
 
 def create_app(out_dir: str | Path, token: str | None = None, max_body: int = DEFAULT_MAX_BODY,
-               threads: int | None = None, ort_threads: int | None = None, reply_bits: int = 32) -> Starlette:
+               threads: int | None = None, ort_threads: int | None = None, reply_bits: int = 32,
+               upstream: str | None = None, upstream_timeout: float = 10.0) -> Starlette:
     """The ASGI app serving the cloud halves of every plan in ``out_dir``.
 
     ``threads`` requests run at once (default: the core count), each session
     with ``ort_threads`` intra-op threads (default: cores / threads, at least 1).
+    With ``upstream`` (a cloud server's URL) ``out_dir`` is a relaying edge output
+    (``splitc.runtime.relay``); requests go on to the upstream within ``upstream_timeout`` s.
     """
+    from splitc.runtime.relay import service_for
+
     threads = threads or os.cpu_count() or 1
     ort_threads = ort_threads if ort_threads is not None else max(1, (os.cpu_count() or 1) // threads)
-    service = CloudService(out_dir, ort_threads, reply_bits)
+    service = service_for(out_dir, upstream, ort_threads, reply_bits, upstream_timeout)
     return CloudApp(service, token, max_body, threads).asgi()
 
 
@@ -180,9 +185,11 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 def serve(out_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           tls_cert: str | None = None, tls_key: str | None = None, max_body: int = DEFAULT_MAX_BODY,
-          threads: int | None = None, reply_bits: int = 32, quiet: bool = False) -> None:
-    """Serve ``out_dir`` until interrupted (blocking)."""
-    app = create_app(out_dir, token, max_body, threads, reply_bits=reply_bits)
+          threads: int | None = None, reply_bits: int = 32, quiet: bool = False, upstream: str | None = None,
+          upstream_timeout: float = 10.0) -> None:
+    """Serve ``out_dir`` until interrupted (blocking); ``upstream``: relay to this cloud server (see ``create_app``)."""
+    app = create_app(out_dir, token, max_body, threads, reply_bits=reply_bits, upstream=upstream,
+                     upstream_timeout=upstream_timeout)
     sock = listen_socket(host, port)
     try:
         uvicorn.Server(_config(app, host, port, tls_cert, tls_key, quiet)).run(sockets=[sock])
