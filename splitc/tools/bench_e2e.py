@@ -21,6 +21,9 @@ image codecs and the wire codec are not scaled. Both the host-measured and
 the emulated totals are reported.
 """
 
+# Over 400 lines on purpose: one benchmark harness whose steps (emulation, compile, accuracy, timed
+# runs through netem, tables) share the same run state.
+
 from __future__ import annotations
 
 import hashlib
