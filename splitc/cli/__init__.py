@@ -18,6 +18,7 @@ from splitc.cli import info as _info  # noqa: F401
 from splitc.cli import run as _run  # noqa: F401
 from splitc.cli import serve as _serve  # noqa: F401
 from splitc.cli import tools as _tools  # noqa: F401
+from splitc.cli import tree as _tree  # noqa: F401
 from splitc.cli.common import COMMANDS, app, errors
 from splitc.errors import SplitcError
 

@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
-COMMANDS = {"compile", "inspect", "targets", "run", "profile", "serve", "netem", "bench", "schedule"}
+COMMANDS = {"compile", "inspect", "targets", "run", "profile", "serve", "netem", "bench", "schedule", "tree"}
 STARTED = time.monotonic()  # reset by main(): the wall time of the whole command is printed at its end
 
 
