@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from splitc.wire import choose, kernels_numpy
 from splitc.wire import codec as C
 from splitc.wire import huffman as hf
+from splitc.wire import lengths as codec_lengths
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "wire-format.md"
 BACKENDS = ["numba", "numpy"] if C.codec_numba is not None else ["numpy"]
@@ -60,16 +62,30 @@ def vector_inputs():
     q4, lo4, hi4 = C.quantize(channels, 4, per_channel_axis=0)
     constant, clo, chi = C.quantize(np.full((2, 2), 0.5, np.float32), 4)
     ramp = np.arange(16, dtype=np.uint8).reshape(2, 8)
+    plain = {"modes": ("embedded",), "filters": ("none",)}
+    static = np.array([0, 0, 0, 0, 1, 0, 0, 2] + [0] * 4, np.uint8)
     return {
-        "v1-c2-embedded": (C.encode(np.array([[0, 0, 1], [3, 0, 2]], np.uint8), 2, -1.0, 2.0), None),
+        "v1-c2-embedded": (C.encode(np.array([[0, 0, 1], [3, 0, 2]], np.uint8), 2, -1.0, 2.0, **plain), None),
         "v2-constant": (C.encode(constant, 4, clo, chi), None),
         "v3-raw-float32": (C.encode(np.array([1.5, -2.0, 0.25], np.float32), 32), None),
-        "v4-per-channel": (C.encode(q4, 4, lo4, hi4, per_channel_axis=0), None),
-        "v5-static": (C.encode(np.array([0, 0, 0, 0, 1, 0, 0, 2] + [0] * 4, np.uint8), 2, 0.0, 3.0, codebook=book), book),
+        "v4-per-channel": (C.encode(q4, 4, lo4, hi4, per_channel_axis=0, **plain), None),
+        "v5-static": (C.encode(static, 2, 0.0, 3.0, codebook=book, modes=("embedded", "static"), filters=("none",)),
+                      book),
         "v5-codebook": (book.to_bytes(), None),
-        "v6-delta": (C.encode(ramp, 4, 0.0, 1.0), None),
+        "v6-delta": (C.encode(ramp, 4, 0.0, 1.0, modes=("embedded",), filters=("delta",)), None),
         "v7-packed": (C.encode(np.array([[0, 1, 2], [3, 0, 1]], np.uint8), 2, -1.0, 1.0, coder="none"), None),
+        "v8-context-med": (context_frame(CONTEXT_VECTOR, 3, (1,)), None),
     }
+
+
+# v8: a 3x4 tensor at c = 3, coded in context mode with the MED filter and two literal classes.
+CONTEXT_VECTOR = np.array([[2, 3, 3, 4], [2, 3, 4, 4], [3, 3, 4, 7]], np.uint8)
+
+
+def context_frame(q, bits, thresholds, filt=C.FILTER_MED, lo=0.0, hi=1.0, chunk_log2=C.DEFAULT_CHUNK_LOG2):
+    """A context-mode frame with a given filter and class thresholds (the encoder's building block)."""
+    head = (bits, "float32", q.shape, C.PER_TENSOR, np.array([lo, hi], "<f4").tobytes())
+    return choose.encode_context(np.ascontiguousarray(q).reshape(-1), head, chunk_log2, filt, thresholds)
 
 
 def doc_vectors():
@@ -95,12 +111,18 @@ def test_doc_vectors_decode_and_reencode(be):
                 assert book.to_bytes() == data
                 continue
             q, meta = C.decode(data, codebook=book)
+            if meta.mode == "context":
+                filt = {v: k for k, v in C.FILTER_NAMES.items()}[meta.filter]
+                assert context_frame(q, meta.bits, meta.thresholds, filt, meta.lo, meta.hi) == data, name
+                continue
             again = C.encode(
                 q, meta.bits, meta.lo, meta.hi,
                 codebook=book if meta.mode == "static" else None,
                 dtype=meta.dtype, per_channel_axis=meta.per_channel_axis,
                 chunk_log2=meta.chunk_log2 or C.DEFAULT_CHUNK_LOG2,
                 coder="none" if meta.mode == "packed" else "huffman",
+                modes=("embedded", "static") if meta.mode in ("embedded", "static") else None,
+                filters=(meta.filter,),
             )
             assert again == data, name
     q, meta = C.decode(vectors["v1-c2-embedded"])
@@ -112,6 +134,8 @@ def test_doc_vectors_decode_and_reencode(be):
     assert C.decode(vectors["v5-static"], codebook=book)[1].codebook_id == book.id
     q, meta = C.decode(vectors["v6-delta"])
     assert meta.filter == "delta" and q.tolist() == np.arange(16).reshape(2, 8).tolist()
+    q, meta = C.decode(vectors["v8-context-med"])
+    assert np.array_equal(q, CONTEXT_VECTOR) and (meta.mode, meta.filter, meta.classes) == ("context", "med", 2)
 
 
 # ----------------------------------------------------------------------------- round trips
@@ -210,7 +234,7 @@ def test_encode_tensor_and_meta():
     y = C.decode_tensor(frame)
     q, meta = C.decode(frame)
     assert meta.bits == 4 and meta.shape == x.shape and meta.dtype == "float32" and meta.per_channel_axis == 1
-    assert meta.mode == "embedded" and meta.payload_bytes > 0 and meta.chunk_log2 == C.DEFAULT_CHUNK_LOG2
+    assert meta.mode in ("embedded", "context") and meta.payload_bytes > 0 and meta.chunk_log2 == C.DEFAULT_CHUNK_LOG2
     assert np.all(np.abs(y - x) <= error_bound(meta.lo, meta.hi, 4).max())
     assert np.array_equal(C.decode_tensor(C.encode_tensor(x, 32)), x)
 
@@ -326,11 +350,12 @@ def test_static_or_embedded_is_chosen_per_message():
     rng = np.random.default_rng(3)
     book = C.Codebook.train([sparse_symbols(rng, 50000, 4)], 4)
     similar = sparse_symbols(rng, 50000, 4)
-    assert C.decode(C.encode(similar, 4, 0.0, 1.0, codebook=book), codebook=book)[1].mode == "static"
+    modes = ("embedded", "static")
+    assert C.decode(C.encode(similar, 4, 0.0, 1.0, codebook=book, modes=modes), codebook=book)[1].mode == "static"
     different = np.full(50000, 15, np.uint8)
     different[::3] = 0
     different[1::7] = 9
-    frame = C.encode(different, 4, 0.0, 1.0, codebook=book)
+    frame = C.encode(different, 4, 0.0, 1.0, codebook=book, modes=modes)
     assert C.decode(frame, codebook=book)[1].mode == "embedded"
     assert np.array_equal(C.decode(frame)[0], different)
 
@@ -489,7 +514,7 @@ def test_version_magic_and_header_fields():
         C.decode(b"X")
     with pytest.raises(C.TruncatedFrame):
         C.decode(b"")
-    for offset, value in ((5, 9), (6, 12), (7, 9), (13, 5), (14, 4), (15, 3), (16, 2), (17, 1), (19, 255)):
+    for offset, value in ((5, 9), (6, 12), (7, 9), (13, 5), (14, 4), (15, 3), (16, 3), (17, 1), (19, 255)):
         bad = bytearray(frame)
         bad[offset] = value
         with pytest.raises(C.BadHeader):
@@ -595,3 +620,151 @@ def test_packed_mode_rejects_a_short_payload():
     frame = bytes(frame[:-1])
     with pytest.raises(C.CodecError):
         C.decode(frame)
+
+
+# ----------------------------------------------------------------------------- mode choice, packed kernels, context mode
+
+
+def packbits_reference(q, bits):
+    """Packed-mode payload, one bit at a time (np.packbits)."""
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint8)
+    return np.packbits(((q.reshape(-1)[:, None] >> shifts) & 1).astype(np.uint8)).tobytes()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 131), st.data())
+def test_packed_kernels_match_the_bitwise_reference(bits, n, data):
+    q = data.draw(hnp.arrays(np.uint8, n, elements=st.integers(0, (1 << bits) - 1)))
+    want = packbits_reference(q, bits)
+    for be in BACKENDS:
+        with backend(be):
+            frame = C.encode(q, bits, 0.0, 1.0, coder="none")
+            got, meta = C.decode(frame)
+            assert frame[-len(want):] == want and meta.payload_bytes == len(want) == (n * bits + 7) // 8
+            assert np.array_equal(got, q)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(symbol_arrays(max_side=16), st.booleans())
+def test_frame_is_never_larger_than_packed(args, static):
+    q, bits = args
+    book = book_for(bits) if static else None
+    frames = []
+    for be in BACKENDS:
+        with backend(be):
+            frames.append(C.encode(q, bits, -1.0, 1.0, codebook=book))
+            out, meta = C.decode(frames[-1], codebook=book)
+            assert np.array_equal(out, q) and out.shape == q.shape
+    assert all(f == frames[0] for f in frames), "numba and numpy backends wrote different bytes"
+    packed = C.encode(q, bits, -1.0, 1.0, coder="none")
+    assert len(frames[0]) <= len(packed)
+    if meta.mode == "packed":
+        assert frames[0] == packed
+
+
+def smooth_tensor(rng, shape, bits):
+    """Spatially correlated dense symbols: blurred noise plus a ramp, quantized to ``bits``."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    for axis in (-1, -2):
+        for _ in range(3):
+            x = (x + np.roll(x, 1, axis) + np.roll(x, -1, axis)) / 3
+    x += np.linspace(0, 1, shape[-1], dtype=np.float32)
+    return C.quantize(x, bits)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_dense_smooth_tensors_choose_the_med_filter_and_classes(bits):
+    q, lo, hi = smooth_tensor(np.random.default_rng(bits), (4, 96, 96), bits)
+    frames = []
+    for be in BACKENDS:
+        with backend(be):
+            frames.append(C.encode(q, bits, lo, hi))
+            out, meta = C.decode(frames[-1])
+            assert np.array_equal(out, q)
+    assert all(f == frames[0] for f in frames)
+    assert meta.mode in ("embedded", "context") and meta.filter == "med"
+    assert len(frames[0]) <= len(C.encode(q, bits, lo, hi, modes=("embedded",)))
+    assert len(frames[0]) <= len(context_frame(q, bits, (), C.FILTER_DELTA, lo, hi))
+    if bits == 8:
+        assert meta.classes > 1 and len(meta.thresholds) == meta.classes - 1
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(symbol_arrays(), st.sampled_from([C.FILTER_NONE, C.FILTER_DELTA, C.FILTER_MED]), st.data())
+def test_context_mode_round_trip(args, filt, data):
+    q, bits = args
+    if q.size == 0:
+        return
+    top = 1 << (bits - 1)
+    thresholds = tuple(sorted(data.draw(st.sets(st.integers(1, top), max_size=min(3, top)))))
+    frames = []
+    for be in BACKENDS:
+        with backend(be):
+            frames.append(context_frame(q, bits, thresholds, filt, chunk_log2=8))
+            out, meta = C.decode(frames[-1])
+            assert np.array_equal(out, q)
+    assert all(f == frames[0] for f in frames)
+    if meta.mode == "context":  # a run of one symbol is sent in constant mode
+        assert meta.classes == len(thresholds) + 1 and meta.thresholds == thresholds
+        assert meta.filter == C.FILTER_NAMES[filt]
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (5, 1), (1, 9), (3, 4), (6, 17), (2, 3, 33), (40, 3)])
+def test_med_filter_kernels_agree_and_invert(shape):
+    rng = np.random.default_rng(len(shape))
+    q = rng.integers(0, 256, shape).astype(np.uint8).reshape(-1)
+    width = shape[-1]
+    outs = []
+    for kernels in {C.codec_numba or kernels_numpy, kernels_numpy}:
+        out = np.empty_like(q)
+        kernels.med(q, width, 255, out)
+        outs.append(out.copy())
+        kernels.unmed(out, width, 255)
+        assert np.array_equal(out, q)
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+    grid = q.astype(np.int64).reshape(-1, width)  # the predictor as docs/wire-format.md states it
+    for r in range(grid.shape[0]):
+        for x in range(width):
+            if r == 0:
+                pred = grid[0, x - 1] if x else 0
+            elif x == 0:
+                pred = grid[r - 1, 0]
+            else:
+                a, b, c = grid[r, x - 1], grid[r - 1, x], grid[r - 1, x - 1]
+                pred = min(a, b) if c >= max(a, b) else max(a, b) if c <= min(a, b) else a + b - c
+            assert outs[0][r * width + x] == (grid[r, x] - pred) & 255
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(0, 15), min_size=1, max_size=700), st.integers(1, 30))
+def test_compact_code_lengths_round_trip(values, repeat):
+    x = np.repeat(np.array(values, np.int64), repeat)[: max(len(values), 1400)]
+    data = codec_lengths.pack_lengths(x)
+    assert len(data) == (codec_lengths.section_bits(x) + 7) // 8
+    got, status = codec_lengths.unpack_lengths(np.frombuffer(data, np.uint8), x.size)
+    assert status == codec_lengths.OK and np.array_equal(got, x)
+    assert codec_lengths.unpack_lengths(np.frombuffer(data[:-1], np.uint8), x.size)[1] != codec_lengths.OK
+    assert codec_lengths.unpack_lengths(np.frombuffer(data + b"\0", np.uint8), x.size)[1] != codec_lengths.OK
+
+
+def test_context_mode_header_is_checked():
+    frame = vector_inputs()["v8-context-med"][0]
+    start = C.HEADER_SIZE + 8 + 8  # header, shape (2 dims), lo/hi: classes, 3 thresholds, u16 section bytes
+    assert frame[start : start + 4] == bytes([2, 1, 0, 0])
+    for patch, error in (
+        ({start: 0}, C.BadHeader),  # no class
+        ({start: 5}, C.BadHeader),  # more than 4 classes
+        ({start + 1: 0}, C.BadHeader),  # threshold 0
+        ({start + 1: 5}, C.BadHeader),  # above 2**(bits-1) = 4
+        ({start + 2: 1}, C.BadHeader),  # an unused threshold not zero
+        ({start: 3, start + 2: 1}, C.BadHeader),  # not increasing
+        ({start + 4: 0xFF}, C.LengthMismatch),  # the section runs past the frame
+        ({start + 6: 0xFF, start + 7: 0xFF}, C.InvalidCodebook),  # a broken length code
+    ):
+        bad = bytearray(frame)
+        for pos, value in patch.items():
+            bad[pos] = value
+        with pytest.raises(error):
+            C.decode(bytes(bad))
+    with pytest.raises(ValueError, match="modes"):
+        C.encode(CONTEXT_VECTOR, 3, 0.0, 1.0, modes=("zip",))

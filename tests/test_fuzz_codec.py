@@ -2,7 +2,8 @@
 
 A bounded fuzz run for CI: hypothesis mutates the stored corpus
 (``tests/fuzz_corpus/*.hex``: the document's vectors plus one frame of each
-mode, a codebook, requests and responses) - bit flips, byte overwrites,
+mode - context mode with one and with three literal classes - a codebook,
+requests and responses) - bit flips, byte overwrites,
 truncation, insertion, splices of two seeds, header-field rewrites - and
 also feeds raw random bytes. The only outcomes allowed are a result that
 agrees with its own metadata or a ``CodecError``; never another exception,
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splitc.wire import codec, request
+from splitc.wire import lengths as codec_lengths
 
 CORPUS = {p.stem: bytes.fromhex(p.read_text().strip())
           for p in sorted((Path(__file__).parent / "fuzz_corpus").glob("*.hex"))}
@@ -109,6 +111,15 @@ def test_fuzz_codebook_parser(data: bytes) -> None:
         codec.Codebook.from_bytes(data)
     except codec.CodecError:
         pass
+
+
+@FUZZ
+@given(st.binary(max_size=80), st.integers(1, 4 * 288 + 256))
+def test_fuzz_compact_code_lengths(data: bytes, count: int) -> None:
+    lengths, status = codec_lengths.unpack_lengths(np.frombuffer(data, np.uint8), count)
+    assert lengths.shape == (count,)
+    if status == codec_lengths.OK:
+        assert 0 <= lengths.min() and lengths.max() <= 15
 
 
 @FUZZ

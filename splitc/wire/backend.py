@@ -72,12 +72,41 @@ def _token_counts(flat, bits, dominant, chunk, skip_runs=False, scratch="tok"):
     return counts, tok, tok_end
 
 
-def _emit(tok, tok_end, table):
-    """(payload as a bytes-like, byte offset after each chunk)."""
+def _emit(tok, tok_end, table, classes=None, size_a=0, n_classes=1):
+    """(payload as a bytes-like, byte offset after each chunk).
+
+    With ``n_classes`` > 1 literal ``classes`` (context mode), tokens are coded in their contexts'
+    alphabets (``codec_numba.emit``); the numpy path moves ``tok`` to them in place first.
+    """
+    if n_classes == 1:
+        classes = None
     if kernels is codec_numba:
         out = _buffer("out", 4 * tok.size + tok_end.size + 16, np.uint8)
         ends = np.empty(tok_end.size, np.int64)
-        size = codec_numba.emit(tok, tok_end, table, out, ends)
+        size = codec_numba.emit(tok, tok_end, table, out, ends, classes, size_a, n_classes)
         return memoryview(out)[:size], ends
+    if classes is not None:
+        codec_numpy.context_tokens(tok, tok_end, classes, size_a, n_classes)
     payload, ends = codec_numpy.emit(tok, tok_end, table)
     return memoryview(payload), ends
+
+
+def _pack(flat: np.ndarray, bits: int):
+    """Packed-mode payload: each symbol as ``bits`` bits, MSB first (a bytes-like)."""
+    if kernels is codec_numba:
+        out = _buffer("packed", (flat.size * bits + 7) // 8 + 8, np.uint8)
+        return memoryview(out)[: codec_numba.pack_bits(flat, bits, out)]
+    return codec_numpy.pack_bits(flat, bits).tobytes()
+
+
+def _unpack(payload, n: int, bits: int) -> np.ndarray:
+    """``n`` symbols from a packed-mode payload of exactly ``ceil(n * bits / 8)`` bytes."""
+    if kernels is codec_numba:
+        size = len(payload)
+        buf = _buffer("unpacked", size + 8, np.uint8)
+        buf[:size] = np.frombuffer(payload, np.uint8)
+        buf[size : size + 8] = 0
+        out = np.empty(n, np.uint8)
+        codec_numba.unpack_bits(buf, bits, out)
+        return out
+    return codec_numpy.unpack_bits(payload, bits, n)

@@ -2,8 +2,10 @@
 
 The edge half quantizes the cut tensor to ``bits`` (1..8) bits per element, codes
 the symbols with a canonical Huffman code over an alphabet of literal symbols and
-run-length symbols (runs of the tensor's dominant symbol, as in JPEG), and sends
-one self-describing frame. ``bits`` 16 and 32 send float16 / float32 values as is.
+run-length symbols (runs of the tensor's dominant symbol, as in JPEG) - after a
+delta or MED prediction filter when that pays, and with up to four literal
+contexts (context mode) - or bit-packs them when that is smaller, and sends one
+self-describing frame. ``bits`` 16 and 32 send float16 / float32 values as is.
 The format is specified in docs/wire-format.md.
 
 Quick use::
@@ -25,14 +27,13 @@ This module depends on numpy only; numba, when installed, compiles the hot loops
 (``BACKEND`` says which kernels run; both write identical bytes).
 
 This module holds the encoder and is the public face of the codec; the rest lives
-in ``codec_format`` (constants, header, errors, frame parsing), ``codec_quant``
-(quantization), ``codec_backend`` (numba / numpy kernels), ``codec_codebook``
-(static codebooks) and ``codec_decode`` (decoding), all re-exported here.
+in ``format`` (constants, header, errors, frame parsing), ``quant``
+(quantization), ``choose`` (the encoder's choice of filter and mode),
+``lengths`` (compact code lengths), ``backend`` (numba / numpy kernels),
+``codebook`` (static codebooks) and ``decode`` (decoding), re-exported here.
 """
 
 from __future__ import annotations
-
-import struct
 
 import numpy as np
 
@@ -43,6 +44,12 @@ from splitc.wire import huffman as hf
 from splitc.wire import jpeg as codec_jpeg
 from splitc.wire import kernels_numpy as codec_numpy  # noqa: F401
 from splitc.wire.backend import _buffer, _emit, _token_counts, codec_numba, set_backend  # noqa: F401
+from splitc.wire.choose import (
+    ENCODE_FILTERS,
+    ENCODE_MODES,
+    encode_lossless,
+    packed_frame,
+)
 from splitc.wire.codebook import Codebook
 from splitc.wire.decode import decode, decode_tensor
 from splitc.wire.format import (  # noqa: F401
@@ -59,6 +66,7 @@ from splitc.wire.format import (  # noqa: F401
     EXPANSION_FLOOR,
     EXPANSION_RATIO,
     FILTER_DELTA,
+    FILTER_MED,
     FILTER_NAMES,
     FILTER_NONE,
     HEADER_SIZE,
@@ -66,6 +74,7 @@ from splitc.wire.format import (  # noqa: F401
     MAX_ELEMENTS,
     MAX_NDIM,
     MODE_CONSTANT,
+    MODE_CONTEXT,
     MODE_EMBEDDED,
     MODE_JPEG,
     MODE_NAMES,
@@ -89,7 +98,13 @@ from splitc.wire.format import (  # noqa: F401
     _frame,
     _pack_nibbles,
 )
-from splitc.wire.quant import _check_quant_bits, _flat_symbols, _normalize_axis, dequantize, quantize
+from splitc.wire.quant import (
+    _check_quant_bits,
+    _flat_symbols,
+    _normalize_axis,
+    dequantize,
+    quantize,
+)
 
 __all__ = [
     "MAGIC",
@@ -97,6 +112,8 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_ELEMENTS",
     "DEFAULT_MAX_ELEMENTS",
+    "ENCODE_MODES",
+    "ENCODE_FILTERS",
     "DEFAULT_CHUNK_LOG2",
     "CodecError",
     "TruncatedFrame",
@@ -145,6 +162,8 @@ def encode(
     chunk_log2: int = DEFAULT_CHUNK_LOG2,
     coder: str = "huffman",
     quality: int = 90,
+    modes=None,
+    filters=None,
 ) -> bytes:
     """Encode one tensor into a frame (see docs/wire-format.md).
 
@@ -159,8 +178,13 @@ def encode(
     receiver. With a static ``codebook`` (same ``bits``) the frame carries only
     its id, unless a per-message code is smaller, which is then embedded.
     ``chunk_log2`` (8..15) sets the chunk size, 2**chunk_log2 symbols.
-    ``coder="none"`` skips entropy coding: the symbols are bit-packed, ``bits``
-    bits each (packed mode). ``coder="jpeg"`` (bits 8, a per-tensor range, an
+    ``coder="huffman"`` (the default) codes the symbols losslessly in the
+    smallest of the modes named in ``modes`` (default: all of ``ENCODE_MODES``,
+    i.e. embedded, static, context and packed), so a frame is never larger
+    than the packed frame of the same symbols (unless ``modes`` leaves packed
+    out); ``filters`` (default: all of ``ENCODE_FILTERS``: none, delta, med)
+    limits the filters it may try. ``coder="none"`` skips entropy coding: the symbols are bit-packed,
+    ``bits`` bits each (packed mode). ``coder="jpeg"`` (bits 8, a per-tensor range, an
     image-shaped tensor: see ``codec_jpeg``) codes the symbols as one JPEG
     picture at ``quality``: lossy, the decoder gets symbols close to ``q``.
     """
@@ -181,18 +205,18 @@ def encode(
     if flat.size == 0:
         return _frame(head, MODE_CONSTANT, 0, 0, FILTER_NONE, b"", b"", b"")
     if coder == "none":
-        return _frame(head, MODE_PACKED, 0, 0, FILTER_NONE, b"", b"", _pack_bits(flat, bits))
+        return packed_frame(flat, head)
     if coder == "jpeg":
         if bits != 8 or axis != PER_TENSOR:
             raise ValueError("JPEG coding needs bits 8 and a per-tensor range")
         return _frame(head, MODE_JPEG, 0, 0, FILTER_NONE, b"", b"", codec_jpeg.encode(flat.reshape(shape), quality))
-    return _encode_huffman(flat, head, codebook, chunk_log2)
-
-
-def _pack_bits(flat: np.ndarray, bits: int) -> bytes:
-    """Each symbol as ``bits`` bits, most significant first, padded with zeros to a byte."""
-    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint8)
-    return np.packbits(((flat[:, None] >> shifts) & 1).astype(np.uint8)).tobytes()
+    allowed = ENCODE_MODES if modes is None else tuple(modes)
+    if not allowed or any(m not in ENCODE_MODES for m in allowed):
+        raise ValueError(f"modes must be a non-empty subset of {ENCODE_MODES}, got {modes!r}")
+    tried = ENCODE_FILTERS if filters is None else tuple(filters)
+    if not tried or any(f not in ENCODE_FILTERS for f in tried):
+        raise ValueError(f"filters must be a non-empty subset of {ENCODE_FILTERS}, got {filters!r}")
+    return encode_lossless(flat, head, codebook, chunk_log2, allowed, tried)
 
 
 def encode_tensor(x, bits: int, per_channel_axis: int | None = None, codebook: Codebook | None = None, **kw) -> bytes:
@@ -253,72 +277,3 @@ def _scales_bytes(lo, hi, shape, per_channel_axis):
         if not np.all(np.isfinite(values[half:] - values[:half])):
             raise ValueError("the range hi - lo is not finite in float32 (the decoder would refuse the frame)")
     return axis, values.astype("<f4").tobytes()
-
-
-def _entropy(hist):
-    p = hist[hist > 0] / max(1, hist.sum())
-    return float(-(p * np.log2(p)).sum())
-
-
-def _delta(flat, bits):
-    """The delta filter: ``t[0] = q[0]``, ``t[i] = (q[i] - q[i-1]) mod 2**bits``."""
-    out = _buffer("delta", flat.size, np.uint8)[: flat.size]
-    out[0] = flat[0]
-    np.subtract(flat[1:], flat[:-1], out=out[1:])
-    np.bitwise_and(out, (1 << bits) - 1, out=out)
-    return out
-
-
-class _Option:
-    """One way to code a message: filter, token stream and code lengths, and its cost in bits."""
-
-    def __init__(self, filt, dominant, counts, tok, tok_end, bits, codebook=None):
-        size_a = hf.alphabet_sizes(bits)[0]
-        self.filter, self.dominant, self.tok, self.tok_end = filt, dominant, tok, tok_end
-        extra = int(np.dot(counts[1 << bits : size_a], hf.RUN_EXTRA))
-        if codebook is None:
-            self.mode = MODE_EMBEDDED
-            self.len_a = hf.huffman_lengths(counts[:size_a], ENCODE_MAX_CODE_LEN)
-            self.len_b = hf.huffman_lengths(counts[size_a:], ENCODE_MAX_CODE_LEN)
-            self.code_section = _pack_nibbles(np.concatenate([self.len_a, self.len_b]).astype(np.uint8))
-        else:
-            self.mode = MODE_STATIC
-            self.len_a, self.len_b = codebook.lengths_a, codebook.lengths_b
-            self.code_section = struct.pack("<I", codebook.id)
-        lengths = np.concatenate([self.len_a, self.len_b])
-        usable = not np.any((counts > 0) & (lengths == 0))
-        code_bits = hf.cost_bits(counts, lengths) + extra + 8 * len(self.code_section)
-        self.cost = code_bits if usable else float("inf")
-
-
-def _encode_huffman(flat, head, codebook, chunk_log2):
-    bits = head[0]
-    chunk = 1 << chunk_log2
-    hist, delta_hist = _backend.kernels.sample_histograms(flat, max(1, flat.size >> 13), (1 << bits) - 1)
-    sample_bits = _entropy(hist)
-    ratio = _entropy(delta_hist) / sample_bits if sample_bits > 0 else float("inf")
-    dense = max(hist.max(), delta_hist.max()) < DENSE_SHARE * hist.sum()
-    if dense:  # runs hardly matter: the order-0 entropies decide alone
-        ratio = 0.0 if ratio < 1.0 else float("inf")
-    options = []
-    if ratio >= DELTA_ONLY_RATIO:
-        dominant = codebook.dominant if codebook is not None else int(np.argmax(hist))
-        sparse = hist[dominant] > 0.75 * hist.sum()
-        counts, tok, tok_end = _token_counts(flat, bits, dominant, chunk, sparse)
-        if not counts[: 1 << bits].any() and not counts[hf.alphabet_sizes(bits)[0] :].any():
-            return _frame(head, MODE_CONSTANT, dominant, 0, FILTER_NONE, b"", b"", b"")
-        options.append(_Option(FILTER_NONE, dominant, counts, tok, tok_end, bits))
-        if codebook is not None:
-            options.append(_Option(FILTER_NONE, dominant, counts, tok, tok_end, bits, codebook))
-    if ratio < DELTA_TRY_RATIO:
-        if not options and int(flat.max()) >> bits:  # the plain tokenizer did not check the range
-            raise ValueError(f"symbol {int(flat.max())} does not fit in {bits} bits")
-        dominant = int(np.argmax(delta_hist))
-        sparse = delta_hist[dominant] > 0.75 * delta_hist.sum()
-        counts, tok, tok_end = _token_counts(_delta(flat, bits), bits, dominant, chunk, sparse, "tok_delta")
-        options.append(_Option(FILTER_DELTA, dominant, counts, tok, tok_end, bits))
-    best = min(options, key=lambda option: option.cost)
-    payload, ends = _emit(best.tok, best.tok_end, hf.encode_table(best.len_a, best.len_b))
-    chunk_table = np.diff(ends, prepend=0).astype("<u2").tobytes()
-    return _frame(head, best.mode, best.dominant, chunk_log2, best.filter, best.code_section, chunk_table, payload)
-

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import pairwise
 
 import numpy as np
 
 from splitc.wire import backend as _backend
 from splitc.wire import huffman as hf
 from splitc.wire import jpeg as codec_jpeg
-from splitc.wire.backend import _buffer
+from splitc.wire import lengths as codec_lengths
+from splitc.wire.backend import _buffer, _unpack
 from splitc.wire.codebook import Codebook
 from splitc.wire.format import (
     _FIXED,
     _KERNEL_ERRORS,
     DTYPES,
     FILTER_DELTA,
+    FILTER_MED,
     FILTER_NAMES,
+    HUFFMAN_MODES,
     MODE_CONSTANT,
     MODE_EMBEDDED,
     MODE_JPEG,
@@ -24,6 +28,7 @@ from splitc.wire.format import (
     MODE_PACKED,
     MODE_RAW,
     MODE_STATIC,
+    BadHeader,
     CorruptPayload,
     InvalidCodebook,
     LengthMismatch,
@@ -31,8 +36,8 @@ from splitc.wire.format import (
     ShapeOverflow,
     _check_element_count,
     _check_fixed,
-    _element_limit,
     _check_lengths,
+    _element_limit,
     _nibble_bytes,
     _parse_fixed,
     _read_scales,
@@ -46,9 +51,7 @@ def _unpack_bits(payload, n: int, bits: int) -> np.ndarray:
     need = (n * bits + 7) // 8
     if len(payload) != need:
         raise LengthMismatch(f"packed mode needs {need} payload bytes for {n} symbols, the frame has {len(payload)}")
-    raw = np.unpackbits(np.frombuffer(payload, np.uint8), count=n * bits).reshape(n, bits)
-    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint16)
-    return (raw.astype(np.uint16) @ weights).astype(np.uint8)
+    return _unpack(payload, n, bits)
 
 
 def _find_codebook(codebook, wanted: int) -> Codebook:
@@ -66,6 +69,7 @@ def _find_codebook(codebook, wanted: int) -> Codebook:
 
 
 def _read_code_lengths(reader, mode, bits, dominant, codebook):
+    """(code lengths of all contexts back to back, literal classes, thresholds, codebook id)."""
     size_a, size_b = hf.alphabet_sizes(bits)
     if mode == MODE_STATIC:
         (wanted,) = reader.u32(1, "codebook id")
@@ -75,11 +79,28 @@ def _read_code_lengths(reader, mode, bits, dominant, codebook):
                 f"codebook {wanted:#010x} is for bits {book.bits} / dominant {book.dominant}, "
                 f"the frame has bits {bits} / dominant {dominant}"
             )
-        return book.lengths_a, book.lengths_b, wanted
-    lengths = _unpack_nibbles(reader.take(_nibble_bytes(bits), "code lengths"), size_a + size_b)
-    len_a, len_b = lengths[:size_a], lengths[size_a:]
-    _check_lengths(len_a, len_b, bits, dominant)
-    return len_a, len_b, None
+        return np.concatenate([book.lengths_a, book.lengths_b]), 1, (), wanted
+    if mode == MODE_EMBEDDED:
+        lengths = _unpack_nibbles(reader.take(_nibble_bytes(bits), "code lengths"), size_a + size_b)
+        _check_lengths(lengths[:size_a], lengths[size_a:], bits, dominant)
+        return lengths, 1, (), None
+    head = reader.take(6, "context section")
+    classes, section = head[0], int.from_bytes(head[4:6], "little")
+    data = np.frombuffer(reader.take(section, "compact code lengths"), np.uint8)
+    thresholds = tuple(head[1:classes])
+    if not 1 <= classes <= hf.MAX_CLASSES:
+        raise BadHeader(f"context mode: {classes} literal classes, 1..{hf.MAX_CLASSES} allowed")
+    if any(head[1 + i] for i in range(classes - 1, 3)) or not all(
+        1 <= t <= 1 << (bits - 1) for t in thresholds
+    ) or any(a >= b for a, b in pairwise(thresholds)):
+        raise BadHeader(f"context mode: class thresholds {tuple(head[1:4])} are not increasing in "
+                        f"1..{1 << (bits - 1)} (unused ones 0)")
+    lengths, status = codec_lengths.unpack_lengths(data, classes * size_a + size_b)
+    if status:
+        raise InvalidCodebook(f"context mode: {codec_lengths.ERRORS[int(status)]}")
+    for k in range(classes):
+        _check_lengths(lengths[k * size_a : (k + 1) * size_a], lengths[classes * size_a :], bits, dominant)
+    return lengths, classes, thresholds, None
 
 
 def decode(data, codebook=None, max_elements: int | None = None):
@@ -104,9 +125,10 @@ def decode(data, codebook=None, max_elements: int | None = None):
     lo = hi = channel_axis = book_id = None
     if mode != MODE_RAW:
         lo, hi, channel_axis = _read_scales(reader, shape, axis)
-    len_a = len_b = chunk_sizes = None
-    if mode in (MODE_EMBEDDED, MODE_STATIC):
-        len_a, len_b, book_id = _read_code_lengths(reader, mode, bits, dominant, codebook)
+    lengths = chunk_sizes = None
+    classes, thresholds = 1, ()
+    if mode in HUFFMAN_MODES:
+        lengths, classes, thresholds, book_id = _read_code_lengths(reader, mode, bits, dominant, codebook)
         if n == 0:
             raise ShapeOverflow("an empty tensor must use constant mode")
         nchunks = (n + (1 << chunk_log2) - 1) >> chunk_log2
@@ -118,7 +140,7 @@ def decode(data, codebook=None, max_elements: int | None = None):
     payload = view[reader.pos :]
     meta = Meta(
         bits, tuple(shape), DTYPES[dtype_code], MODE_NAMES[mode], lo, hi, channel_axis,
-        book_id, dominant, chunk_log2, FILTER_NAMES[filt], payload_len,
+        book_id, dominant, chunk_log2, FILTER_NAMES[filt], payload_len, classes, thresholds,
     )
     if mode == MODE_RAW:
         return _decode_raw(payload, bits, shape, n), meta
@@ -136,9 +158,12 @@ def decode(data, codebook=None, max_elements: int | None = None):
             return codec_jpeg.decode(payload, tuple(shape)), meta
         except ValueError as exc:
             raise CorruptPayload(f"jpeg mode: {exc}") from exc
-    q = _decode_chunks(payload, chunk_sizes, n, chunk_log2, bits, dominant, len_a, len_b)
+    literal_classes = hf.literal_classes(bits, dominant, thresholds)
+    q = _decode_chunks(payload, chunk_sizes, n, chunk_log2, bits, dominant, lengths, literal_classes, classes)
     if filt == FILTER_DELTA:
         _backend.kernels.undelta(q, (1 << bits) - 1)
+    elif filt == FILTER_MED:
+        _backend.kernels.unmed(q, int(shape[-1]) if shape else 1, (1 << bits) - 1)
     return q.reshape(shape), meta
 
 
@@ -158,13 +183,14 @@ def _decode_raw(payload, bits, shape, n):
     return values.astype(np.float16 if bits == 16 else np.float32).reshape(shape)
 
 
-def _decode_chunks(payload, chunk_sizes, n, chunk_log2, bits, dominant, len_a, len_b):
+def _decode_chunks(payload, chunk_sizes, n, chunk_log2, bits, dominant, lengths, literal_classes, classes):
     if chunk_sizes.sum() != len(payload):
         raise LengthMismatch(f"chunk lengths add up to {int(chunk_sizes.sum())} bytes, the payload has {len(payload)}")
     if np.any(chunk_sizes == 0):
         raise CorruptPayload("a chunk has zero bytes")
-    peek = int(max(len_a.max(), len_b.max(), 1))
-    table = hf.decode_table(len_a, len_b, 1 << bits, dominant, peek, hf.RUN_BASE, hf.RUN_EXTRA)
+    peek = int(max(lengths.max(), 1))
+    table = hf.decode_table(lengths, classes, 1 << bits, dominant, peek, hf.RUN_BASE, hf.RUN_EXTRA)
+    ctx_of = hf.next_context(literal_classes, classes, peek) if classes > 1 else None
     size = len(payload)
     kernels = _backend.kernels
     pad = kernels.PAD
@@ -177,7 +203,8 @@ def _decode_chunks(payload, chunk_sizes, n, chunk_log2, bits, dominant, len_a, l
     sym_end = np.minimum(sym_start + chunk, n)
     out = np.full(n, dominant, np.uint8)
     lanes = _lanes(ends)
-    status = kernels.decode(buf, (ends - chunk_sizes) * 8, ends * 8, sym_start, sym_end, lanes, table, peek, out)
+    bit_start, bit_end = (ends - chunk_sizes) * 8, ends * 8
+    status = kernels.decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek, ctx_of, out)
     if status:
         raise CorruptPayload(f"corrupt payload: {_KERNEL_ERRORS.get(int(status), 'decoder error')}")
     return out

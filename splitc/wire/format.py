@@ -33,9 +33,10 @@ DEFAULT_CHUNK_LOG2 = 13  # 8192 symbols per chunk
 # lookup tables (2 x 2**12 entries) in the L1 cache, for < 1% larger payloads.
 ENCODE_MAX_CODE_LEN = 12
 
-MODE_RAW, MODE_CONSTANT, MODE_EMBEDDED, MODE_STATIC, MODE_PACKED, MODE_JPEG = 0, 1, 2, 3, 4, 5
+MODE_RAW, MODE_CONSTANT, MODE_EMBEDDED, MODE_STATIC, MODE_PACKED, MODE_JPEG, MODE_CONTEXT = 0, 1, 2, 3, 4, 5, 6
 MODE_NAMES = {MODE_RAW: "raw", MODE_CONSTANT: "constant", MODE_EMBEDDED: "embedded", MODE_STATIC: "static",
-              MODE_PACKED: "packed", MODE_JPEG: "jpeg"}
+              MODE_PACKED: "packed", MODE_JPEG: "jpeg", MODE_CONTEXT: "context"}
+HUFFMAN_MODES = (MODE_EMBEDDED, MODE_STATIC, MODE_CONTEXT)  # chunked run-length + Huffman payloads
 CODERS = ("huffman", "none", "jpeg")
 PER_TENSOR = 0xFF
 DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -44,11 +45,12 @@ RAW_BITS = (16, 32)
 
 _FIXED = struct.Struct("<4sBBBBIBBBBB3s")  # magic .. reserved: 20 bytes
 HEADER_SIZE = _FIXED.size
-FILTER_NONE, FILTER_DELTA = 0, 1
-FILTER_NAMES = {FILTER_NONE: "none", FILTER_DELTA: "delta"}
-# The encoder compares the order-0 entropy of a sample of the symbol deltas to
-# that of the symbols: below DELTA_TRY_RATIO it codes both ways and keeps the
-# smaller; below DELTA_ONLY_RATIO it sends deltas only (dense, smooth tensors).
+FILTER_NONE, FILTER_DELTA, FILTER_MED = 0, 1, 2
+FILTER_NAMES = {FILTER_NONE: "none", FILTER_DELTA: "delta", FILTER_MED: "med"}
+# The encoder compares the estimated cost of a sample of the symbol deltas (or
+# MED residuals, whichever is lower) to that of the symbols: below DELTA_TRY_RATIO
+# it codes both ways and keeps the smaller; below DELTA_ONLY_RATIO it sends the
+# filtered symbols only (dense, smooth tensors).
 # When no symbol (nor delta) reaches DENSE_SHARE of the sample, runs hardly
 # matter and the smaller entropy decides alone.
 DELTA_TRY_RATIO = 0.97
@@ -144,9 +146,11 @@ class Meta:
     """What a frame says about its tensor.
 
     ``mode`` is ``"raw"`` (bits 16/32), ``"constant"``, ``"embedded"`` (code
-    lengths in the frame) or ``"static"`` (codebook ``codebook_id``). ``lo, hi``
-    are floats, or float32 arrays when ``per_channel_axis`` is set; None for raw.
-    ``filter`` is ``"delta"`` when the symbols were sent as differences.
+    lengths in the frame), ``"static"`` (codebook ``codebook_id``), ``"packed"``,
+    ``"jpeg"`` or ``"context"`` (compact code lengths, ``classes`` literal
+    contexts split at ``thresholds``). ``lo, hi`` are floats, or float32 arrays
+    when ``per_channel_axis`` is set; None for raw. ``filter`` is ``"delta"`` or
+    ``"med"`` when the symbols were sent as prediction residuals.
     """
 
     bits: int
@@ -161,6 +165,8 @@ class Meta:
     chunk_log2: int = 0
     filter: str = "none"
     payload_bytes: int = 0
+    classes: int = 1
+    thresholds: tuple = ()
 
 
 # ----------------------------------------------------------------------------- framing
@@ -258,7 +264,7 @@ def _parse_fixed(data):
 def _check_fixed(mode, bits, dtype_code, ndim, axis, dominant, chunk_log2, filt, reserved):
     if mode not in MODE_NAMES:
         raise BadHeader(f"unknown coding mode {mode}")
-    if filt not in FILTER_NAMES or (filt != FILTER_NONE and mode not in (MODE_EMBEDDED, MODE_STATIC)):
+    if filt not in FILTER_NAMES or (filt != FILTER_NONE and mode not in HUFFMAN_MODES):
         raise BadHeader(f"filter {filt} is not allowed in {MODE_NAMES[mode]} mode")
     if reserved != bytes(3):
         raise BadHeader("reserved header bytes 17..19 must be zero")
@@ -271,7 +277,7 @@ def _check_fixed(mode, bits, dtype_code, ndim, axis, dominant, chunk_log2, filt,
         raise BadHeader(f"bits {bits} is not allowed in {MODE_NAMES[mode]} mode")
     elif dominant >= 1 << bits:
         raise BadHeader(f"dominant symbol {dominant} does not fit in {bits} bits")
-    if mode in (MODE_EMBEDDED, MODE_STATIC):
+    if mode in HUFFMAN_MODES:
         if not hf.MIN_CHUNK_LOG2 <= chunk_log2 <= hf.MAX_CHUNK_LOG2:
             raise BadHeader(f"chunk_log2 {chunk_log2} is outside {hf.MIN_CHUNK_LOG2}..{hf.MAX_CHUNK_LOG2}")
     elif mode in (MODE_CONSTANT, MODE_PACKED, MODE_JPEG) and chunk_log2:

@@ -12,6 +12,8 @@ The token alphabet (see docs/wire-format.md):
 
 Run class ``k`` codes a run of ``run_base(k) + extra`` dominant symbols, where
 ``extra`` is a ``run_extra_bits(k)``-bit number sent right after the code.
+Context mode splits context A into one context per literal class (the class
+of the previous literal, ``literal_classes``); its tables lie back to back.
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ RUN_CLASSES = 32  # run classes cover runs of 1 .. 2**15 symbols
 MAX_CHUNK_LOG2 = 15  # a chunk holds at most 2**15 symbols
 MIN_CHUNK_LOG2 = 8
 NO_CODE = 0xFFFF << 16  # decode-table entry of a bit pattern that is no code
+MAX_CLASSES = 4  # literal contexts of context mode (A_0 .. A_3)
+# A token (uint32) is ``index | extra_bits << 11 | extra_value << 15``: ``index`` addresses the
+# concatenated alphabets of all contexts (at most 4 * 288 + 256 entries), extra values have <= 13 bits.
+TOKEN_INDEX_BITS = 11
+TOKEN_INDEX_MASK = (1 << TOKEN_INDEX_BITS) - 1
+TOKEN_EXTRA_MASK = 15
+TOKEN_VALUE_SHIFT = TOKEN_INDEX_BITS + 4
 
 
 def run_classes() -> tuple[np.ndarray, np.ndarray]:
@@ -82,14 +91,14 @@ RUN_BASE, RUN_EXTRA = run_classes()
 def run_token_table() -> np.ndarray:
     """``table[r]`` packs the token of a run of ``r`` symbols (1 <= r <= 2**15).
 
-    Packing (uint32): ``class | extra_bits << 10 | extra_value << 14``.
+    Packing (uint32): ``class | extra_bits << TOKEN_INDEX_BITS | extra_value << TOKEN_VALUE_SHIFT``.
     """
     r = np.arange((1 << MAX_CHUNK_LOG2) + 1, dtype=np.int64)
     cls = np.searchsorted(RUN_BASE, r, side="right") - 1
     cls[0] = 0
     nbits = RUN_EXTRA[cls]
     value = np.where(r > 0, r - RUN_BASE[cls], 0)
-    return (cls | (nbits << 10) | (value << 14)).astype(np.uint32)
+    return (cls | (nbits << TOKEN_INDEX_BITS) | (value << TOKEN_VALUE_SHIFT)).astype(np.uint32)
 
 
 RUN_TOKENS = run_token_table()
@@ -216,35 +225,46 @@ def canonical_codes(lengths):
     return codes
 
 
+def encode_table(*contexts):
+    """Per token index (the contexts' alphabets back to back): ``code << 5 | length``.
+
+    Each context is an array of code lengths; its codes are canonical on their own.
+    """
+    return np.concatenate([_context_codes(np.asarray(lengths, np.int64)) for lengths in contexts])
+
+
 @jit
-def encode_table(len_a, len_b):
-    """Per token index (context A symbols, then context B): ``code << 5 | length``."""
-    codes_a = canonical_codes(len_a)
-    codes_b = canonical_codes(len_b)
-    table = np.zeros(len_a.size + len_b.size, np.uint32)
-    for s in range(len_a.size):
-        table[s] = (codes_a[s] << 5) | len_a[s]
-    for s in range(len_b.size):
-        table[len_a.size + s] = (codes_b[s] << 5) | len_b[s]
+def _context_codes(lengths):
+    codes = canonical_codes(lengths)
+    table = np.zeros(lengths.size, np.uint32)
+    for s in range(lengths.size):
+        table[s] = (codes[s] << 5) | lengths[s]
     return table
 
 
 @jit
-def decode_table(len_a, len_b, n_literals, dominant, peek_bits, run_base, run_extra):
-    """Lookup table on the next ``peek_bits`` bits, context A then context B.
+def decode_table(lengths, n_classes, n_literals, dominant, peek_bits, run_base, run_extra):
+    """Lookup table on the next ``peek_bits`` bits for contexts A_0 .. A_{n_classes-1}, then B.
 
-    Entry (uint32): ``length | extra_bits << 4 | written_symbol << 8 | run_base << 16``;
-    ``run_base == 0`` marks a literal (one symbol). A bit pattern that is no
-    code gets ``NO_CODE``: length 0 and run base 0xFFFF, a run longer than any
-    chunk, so decoders report it when the chunk ends.
+    ``lengths`` holds the code lengths of the contexts back to back (``n_classes``
+    context-A alphabets of ``n_literals + RUN_CLASSES`` symbols, then the
+    context-B alphabet of ``n_literals``). Context ``k`` owns entries
+    ``k << peek_bits`` onwards. Entry (uint32): ``length | extra_bits << 4 |
+    written_symbol << 8 | run_base << 16``; ``run_base == 0`` marks a literal
+    (one symbol). A bit pattern that is no code gets ``NO_CODE``: length 0 and
+    run base 0xFFFF, a run longer than any chunk, so decoders report it when
+    the chunk ends.
     """
-    table = np.full(2 << peek_bits, NO_CODE, np.uint32)
-    for ctx in range(2):
-        lengths = len_a if ctx == 0 else len_b
-        codes = canonical_codes(lengths)
+    size_a = n_literals + run_base.size
+    table = np.full((n_classes + 1) << peek_bits, NO_CODE, np.uint32)
+    for ctx in range(n_classes + 1):
+        start = ctx * size_a
+        size = size_a if ctx < n_classes else n_literals
+        ctx_lengths = lengths[start : start + size]
+        codes = canonical_codes(ctx_lengths)
         offset = ctx << peek_bits
-        for s in range(lengths.size):
-            length = lengths[s]
+        for s in range(size):
+            length = ctx_lengths[s]
             if length == 0:
                 continue
             if s < n_literals:
@@ -258,6 +278,31 @@ def decode_table(len_a, len_b, n_literals, dominant, peek_bits, run_base, run_ex
             for i in range(lo, hi):
                 table[i] = entry
     return table
+
+
+def next_context(classes: np.ndarray, n_classes: int, peek_bits: int) -> np.ndarray:
+    """Table offset of the context after a token: ``out[s]`` after literal ``s``, ``out[256 + s]`` after a run.
+
+    ``classes[s]`` is the class of literal ``s`` (all 0 with one literal
+    context); after a run comes context B, the last one.
+    """
+    out = np.zeros(512, np.int64)
+    out[: classes.size] = np.asarray(classes, np.int64) << peek_bits
+    out[256:] = n_classes << peek_bits
+    return out
+
+
+def literal_distances(bits: int, dominant: int) -> np.ndarray:
+    """Distance of every literal ``s`` to ``dominant``: ``min(u, 2**bits - u)``, ``u = (s - dominant) mod 2**bits``."""
+    size = 1 << bits
+    u = (np.arange(size, dtype=np.int64) - dominant) & (size - 1)
+    return np.minimum(u, size - u)
+
+
+def literal_classes(bits: int, dominant: int, thresholds) -> np.ndarray:
+    """Class of every literal: how many of the (increasing) ``thresholds`` its distance reaches."""
+    distance = literal_distances(bits, dominant)
+    return np.searchsorted(np.asarray(thresholds, np.int64), distance, side="right").astype(np.int64)
 
 
 def kraft_ok(lengths: np.ndarray) -> bool:

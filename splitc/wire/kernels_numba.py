@@ -1,4 +1,4 @@
-"""numba kernels of the wire codec (the fast path; see codec_numpy for the fallback).
+"""numba kernels of the wire codec (the fast path; see kernels_numpy for the fallback).
 
 Every kernel is a single-threaded loop compiled by numba. Array indices are
 unsigned so that LLVM merges the byte loads/stores of a 64-bit big-endian word
@@ -12,13 +12,17 @@ the payload with ``PAD`` zero bytes. Overruns are reported when a chunk ends.
 
 from __future__ import annotations
 
-import numba
+import numba  # noqa: F401 - without numba this import fails and the codec falls back to kernels_numpy
 import numpy as np
 
-from splitc.wire.huffman import njit_cached
+from splitc.wire.huffman import (
+    TOKEN_INDEX_BITS,
+    TOKEN_INDEX_MASK,
+    TOKEN_VALUE_SHIFT,
+)
 
-U = np.uint64
-I = np.int64
+from splitc.wire.kernels_numba_base import I, U, _inline, _jit, _load_be, _load_le, _njit, _store_be  # noqa: F401
+
 # Zero bytes the decoder needs after the payload: a corrupt chunk is caught at
 # its end, after at most 2**15 tokens of at most 28 bits (+ one 8-byte peek).
 PAD = (1 << 15) * 28 // 8 + 16
@@ -26,75 +30,6 @@ PAD = (1 << 15) * 28 // 8 + 16
 # Status codes (shared with codec_numpy). This decoder reports a bit pattern
 # that is no code as RUN_OVERFLOW: its table entry is a run longer than a chunk.
 OK, BAD_CODE, OVERRUN, RUN_OVERFLOW, BAD_END = 0, 1, 2, 3, 4
-
-def _jit(**options):
-    """numba.njit with an on-disk cache, or without one where it cannot be written (one warning)."""
-    return lambda fn: njit_cached(fn, boundscheck=False, **options)
-
-
-_njit = _jit()
-_inline = _jit(inline="always")
-
-
-@_njit
-def sample_histograms(q, stride, mask):
-    """Histograms (256 bins) of ``q[i]`` and of ``(q[i] - q[i-1]) & mask`` for i in ``range(0, n, stride)``.
-
-    ``q[-1]`` counts as 0.
-    """
-    h = np.zeros(256, np.int64)
-    d = np.zeros(256, np.int64)
-    prev = I(0)
-    for i in range(0, q.size, stride):
-        s = I(q[U(i)])
-        if i > 0:
-            prev = I(q[U(i - 1)])
-        h[s] += 1
-        d[(s - prev) & mask] += 1
-    return h, d
-
-
-@_njit
-def undelta(q, mask):
-    """Invert the delta filter in place: ``q[i] = (q[i] + q[i-1]) & mask``."""
-    acc = I(0)
-    for i in range(q.size):
-        acc = (acc + I(q[U(i)])) & mask
-        q[U(i)] = np.uint8(acc)
-
-
-@_inline
-def _load_le(q, b):
-    b = U(b)
-    return (
-        (U(q[b + U(7)]) << U(56)) | (U(q[b + U(6)]) << U(48)) | (U(q[b + U(5)]) << U(40))
-        | (U(q[b + U(4)]) << U(32)) | (U(q[b + U(3)]) << U(24)) | (U(q[b + U(2)]) << U(16))
-        | (U(q[b + U(1)]) << U(8)) | U(q[b])
-    )
-
-
-@_inline
-def _load_be(buf, b):
-    b = U(b)
-    return (
-        (U(buf[b]) << U(56)) | (U(buf[b + U(1)]) << U(48)) | (U(buf[b + U(2)]) << U(40))
-        | (U(buf[b + U(3)]) << U(32)) | (U(buf[b + U(4)]) << U(24)) | (U(buf[b + U(5)]) << U(16))
-        | (U(buf[b + U(6)]) << U(8)) | U(buf[b + U(7)])
-    )
-
-
-@_inline
-def _store_be(out, o, x):
-    o = U(o)
-    m = U(255)
-    out[o] = np.uint8(x >> U(56))
-    out[o + U(1)] = np.uint8((x >> U(48)) & m)
-    out[o + U(2)] = np.uint8((x >> U(40)) & m)
-    out[o + U(3)] = np.uint8((x >> U(32)) & m)
-    out[o + U(4)] = np.uint8((x >> U(24)) & m)
-    out[o + U(5)] = np.uint8((x >> U(16)) & m)
-    out[o + U(6)] = np.uint8((x >> U(8)) & m)
-    out[o + U(7)] = np.uint8(x & m)
 
 
 @_inline
@@ -115,7 +50,7 @@ def _token_step(s, dominant, run, k, n_literals, size_a, run_tokens, tok):
 def tokenize(q, dominant, n_literals, size_a, chunk, run_tokens, tok, tok_end, skip_runs):
     """Turn symbols into tokens; returns (token count, OR of all symbols).
 
-    A token is ``index | extra_bits << 10 | extra_value << 14`` where ``index``
+    A token is ``index | extra_bits << 11 | extra_value << 15`` where ``index``
     is the context-A symbol, or ``size_a`` + the context-B symbol. ``tok_end[c]``
     receives the token count after chunk ``c``. With ``skip_runs`` whole 8-byte
     words of the dominant symbol are skipped (faster on sparse maps; same output).
@@ -159,33 +94,48 @@ def token_histogram(tok, ntok, nbins):
     h = np.zeros((4, nbins), np.int64)
     m = ntok & ~3
     for i in range(0, m, 4):
-        h[0, tok[U(i)] & 1023] += 1
-        h[1, tok[U(i + 1)] & 1023] += 1
-        h[2, tok[U(i + 2)] & 1023] += 1
-        h[3, tok[U(i + 3)] & 1023] += 1
+        h[0, tok[U(i)] & TOKEN_INDEX_MASK] += 1
+        h[1, tok[U(i + 1)] & TOKEN_INDEX_MASK] += 1
+        h[2, tok[U(i + 2)] & TOKEN_INDEX_MASK] += 1
+        h[3, tok[U(i + 3)] & TOKEN_INDEX_MASK] += 1
     for i in range(m, ntok):
-        h[0, tok[U(i)] & 1023] += 1
+        h[0, tok[U(i)] & TOKEN_INDEX_MASK] += 1
     return h[0] + h[1] + h[2] + h[3]
 
 
 @_njit
-def emit(tok, tok_end, table, out, ends):
+def emit(tok, tok_end, table, out, ends, classes, size_a, n_classes):
     """Write the tokens' codes MSB-first; each chunk is padded to a byte.
 
     ``out`` needs 8 spare bytes; ``ends[c]`` receives the byte offset after chunk c.
-    Returns the payload length.
+    With literal ``classes`` (context mode, ``n_classes`` > 1; else None) a
+    context-A token after a literal of class k (k = 0 at a chunk's start) is
+    coded with the code of entry ``k * size_a + index``, a context-B token
+    ``size_a + s`` with entry ``n_classes * size_a + s``. Returns the payload length.
     """
     o = I(0)
     t0 = I(0)
+    shift_b = (n_classes - 1) * size_a
     for ci in range(tok_end.size):
         acc = U(0)
         nacc = I(0)
+        k = I(0)
         for j in range(t0, tok_end[ci]):
             t = tok[U(j)]
-            e = table[U(t & 1023)]
-            nx = I((t >> 10) & 15)
+            index = I(t & TOKEN_INDEX_MASK)
+            if classes is not None:
+                if index >= size_a:
+                    k = classes[index - size_a] * size_a
+                    index += shift_b
+                else:
+                    add = k
+                    if index < classes.size:
+                        k = classes[index] * size_a
+                    index += add
+            e = table[U(index)]
+            nx = I((t >> TOKEN_INDEX_BITS) & 15)
             nbits = I(e & 31) + nx
-            value = (U(e >> 5) << U(nx)) | U(t >> 14)
+            value = (U(e >> 5) << U(nx)) | U(t >> TOKEN_VALUE_SHIFT)
             nacc += nbits
             acc |= value << U(64 - nacc)
             _store_be(out, o, acc)
@@ -201,8 +151,13 @@ def emit(tok, tok_end, table, out, ends):
 
 
 @_inline
-def _decode_step(buf, bp, o, ctx, table, shift, peek_bits, out):
+def _decode_step(buf, bp, o, ctx, table, shift, peek_bits, ctx_of, out):
     """Decode one token at bit ``bp``; returns (bp, o, ctx offset).
+
+    The next context's offset is ``ctx_of[symbol]`` after a literal and
+    ``ctx_of[256 + symbol]`` after a run (see ``huffman.next_context``); with
+    ``ctx_of`` None (one literal context) it is A after a literal, B after a
+    run, computed without a lookup (numba compiles each case on its own).
 
     A bit pattern that is no code has length 0 and run base 0xFFFF: ``o`` jumps
     past the chunk's end, which the caller reports as corrupt.
@@ -213,10 +168,14 @@ def _decode_step(buf, bp, o, ctx, table, shift, peek_bits, out):
     nx = I((e >> 4) & 15)
     base = I(e >> 16)
     extra = I(((w << U(length)) >> U(49)) >> U(15 - nx))
-    out[U(o)] = np.uint8((e >> 8) & 255)
+    sym = I((e >> 8) & 255)
+    out[U(o)] = np.uint8(sym)
     o += base + extra + I(base == 0)
     bp += length + nx
-    ctx = I(base != 0) << peek_bits
+    if ctx_of is None:
+        ctx = I(base != 0) << peek_bits
+    else:
+        ctx = ctx_of[U(sym | (I(base != 0) << 8))]
     return bp, o, ctx
 
 
@@ -240,12 +199,13 @@ def _chunk_end(buf, o, end, bp, end_bit):
 
 
 @_njit
-def _finish_lane(buf, ci, ci_end, bp, o, ctx, bit_start, bit_end, sym_end, table, shift, peek_bits, out):
+def _finish_lane(buf, ci, ci_end, bp, o, ctx, bit_start, bit_end, sym_end, table, shift, peek_bits, ctx_of,
+                 out):
     """Decode the rest of one lane: chunk ``ci`` from state (bp, o, ctx), then later chunks."""
     while ci < ci_end:
         end = sym_end[ci]
         while o < end:
-            bp, o, ctx = _decode_step(buf, bp, o, ctx, table, shift, peek_bits, out)
+            bp, o, ctx = _decode_step(buf, bp, o, ctx, table, shift, peek_bits, ctx_of, out)
         status = _chunk_end(buf, o, end, bp, bit_end[ci])
         if status != OK:
             return status
@@ -257,7 +217,7 @@ def _finish_lane(buf, ci, ci_end, bp, o, ctx, bit_start, bit_end, sym_end, table
 
 
 @_njit
-def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits, out):
+def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits, ctx_of, out):
     """Decode all chunks into ``out`` (pre-filled with the dominant symbol).
 
     Chunks are split into 4 lanes of consecutive chunks (``lanes`` holds the 5
@@ -284,10 +244,10 @@ def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits,
     if a0 < b0 and a1 < b1 and a2 < b2 and a3 < b3:
         e0, e1, e2, e3 = sym_end[a0], sym_end[a1], sym_end[a2], sym_end[a3]
         while True:
-            p0, o0, x0 = _decode_step(buf, p0, o0, x0, table, shift, peek_bits, out)
-            p1, o1, x1 = _decode_step(buf, p1, o1, x1, table, shift, peek_bits, out)
-            p2, o2, x2 = _decode_step(buf, p2, o2, x2, table, shift, peek_bits, out)
-            p3, o3, x3 = _decode_step(buf, p3, o3, x3, table, shift, peek_bits, out)
+            p0, o0, x0 = _decode_step(buf, p0, o0, x0, table, shift, peek_bits, ctx_of, out)
+            p1, o1, x1 = _decode_step(buf, p1, o1, x1, table, shift, peek_bits, ctx_of, out)
+            p2, o2, x2 = _decode_step(buf, p2, o2, x2, table, shift, peek_bits, ctx_of, out)
+            p3, o3, x3 = _decode_step(buf, p3, o3, x3, table, shift, peek_bits, ctx_of, out)
             if (o0 >= e0) | (o1 >= e1) | (o2 >= e2) | (o3 >= e3):
                 done = False
                 if o0 >= e0:
@@ -328,7 +288,7 @@ def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits,
                         p3, x3, e3 = bit_start[a3], I(0), sym_end[a3]
                 if done:
                     break
-    args = (bit_start, bit_end, sym_end, table, shift, peek_bits, out)
+    args = (bit_start, bit_end, sym_end, table, shift, peek_bits, ctx_of, out)
     status = _finish_lane(buf, a0, b0, p0, o0, x0, *args)
     if status == OK:
         status = _finish_lane(buf, a1, b1, p1, o1, x1, *args)
@@ -337,3 +297,18 @@ def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits,
     if status == OK:
         status = _finish_lane(buf, a3, b3, p3, o3, x3, *args)
     return status
+
+
+# The filter, packing and sampling kernels (kernels_numba_filters, on the same building blocks).
+from splitc.wire.kernels_numba_filters import (  # noqa: E402
+    class_histogram,
+    med,
+    pack_bits,
+    sample_pairs,
+    undelta,
+    unmed,
+    unpack_bits,
+)
+
+__all__ = ["class_histogram", "decode", "emit", "med", "pack_bits", "sample_pairs", "token_histogram", "tokenize",
+           "undelta", "unmed", "unpack_bits"]

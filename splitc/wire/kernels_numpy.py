@@ -11,21 +11,117 @@ from __future__ import annotations
 
 import numpy as np
 
+from splitc.wire.huffman import TOKEN_INDEX_BITS, TOKEN_INDEX_MASK, TOKEN_VALUE_SHIFT
+
 PAD = 16
 OK, BAD_CODE, OVERRUN, RUN_OVERFLOW, BAD_END = 0, 1, 2, 3, 4
 _U64 = np.uint64
 
 
-def sample_histograms(q: np.ndarray, stride: int, mask: int):
-    """Histograms (256 bins) of ``q[i]`` and of ``(q[i] - q[i-1]) & mask`` for i in ``range(0, n, stride)``.
+def _med_predictions(q: np.ndarray, index: np.ndarray, width: int) -> np.ndarray:
+    """The MED filter's predictions of ``q[index]`` in rows of ``width`` (docs/wire-format.md)."""
+    q = q.astype(np.int64)
+    a = np.where(index > 0, q[np.maximum(index - 1, 0)], 0)
+    b = np.where(index >= width, q[np.maximum(index - width, 0)], a)
+    c = np.where(index > width, q[np.maximum(index - width - 1, 0)], b)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    pred = np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
+    pred = np.where((index % width == 0) & (index >= width), b, pred)
+    return np.where(index < width, a, pred)
 
-    ``q[-1]`` counts as 0.
+
+def sample_pairs(q: np.ndarray, stride: int, mask: int, width: int) -> np.ndarray:
+    """Rows: symbol, delta and MED residual at i, each followed by its value at i - 1 (0 before the start).
+
+    For i in ``range(0, n, stride)``; the MED residual uses rows of ``width`` symbols.
     """
     index = np.arange(0, q.size, stride)
-    sample = q[index]
-    before = np.where(index > 0, q[np.maximum(index - 1, 0)], 0).astype(np.uint8)
-    delta = (sample - before) & mask
-    return np.bincount(sample, minlength=256).astype(np.int64), np.bincount(delta, minlength=256).astype(np.int64)
+    rows = []
+    for at in (index, index - 1):
+        valid = at >= 0
+        at = np.maximum(at, 0)
+        sample = q[at].astype(np.int64)
+        before = np.where(at > 0, q[np.maximum(at - 1, 0)], 0).astype(np.int64)
+        residual = (sample - _med_predictions(q, at, width)) & mask
+        rows.append([np.where(valid, v, 0) for v in (sample, (sample - before) & mask, residual)])
+    return np.array([v for pair in zip(*rows) for v in pair], np.int64).reshape(6, index.size)
+
+
+def med(q: np.ndarray, width: int, mask: int, out: np.ndarray) -> None:
+    """The MED filter: ``out[i] = (q[i] - prediction(i)) & mask`` in rows of ``width``."""
+    index = np.arange(q.size)
+    np.bitwise_and(q.astype(np.int64) - _med_predictions(q, index, width), mask, out=out[: q.size], casting="unsafe")
+
+
+def unmed(q: np.ndarray, width: int, mask: int) -> None:
+    """Invert the MED filter in place: row 0 and column 0 by prefix sums, the rest by anti-diagonals."""
+    rows = q.size // width
+    grid = q.reshape(rows, width)
+    undelta(grid[0], mask)
+    column = np.ascontiguousarray(grid[:, 0])
+    undelta(column, mask)
+    grid[:, 0] = column
+    g = grid.astype(np.int64)
+    for k in range(2, rows + width - 1):  # cells (r, k - r) with r, k - r >= 1 depend on earlier diagonals only
+        r = np.arange(max(1, k - width + 1), min(rows - 1, k - 1) + 1)
+        x = k - r
+        a, b, c = g[r, x - 1], g[r - 1, x], g[r - 1, x - 1]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        g[r, x] = (g[r, x] + np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))) & mask
+    grid[:] = g
+
+
+def pack_bits(q: np.ndarray, bits: int) -> np.ndarray:
+    """Each symbol as ``bits`` bits, MSB first: 8 symbols make ``bits`` bytes (uint8 array)."""
+    n = q.size
+    groups = (n + 7) // 8
+    v = np.zeros(groups * 8, _U64)
+    v[:n] = q
+    shifts = (_U64(64) - _U64(bits) * np.arange(1, 9, dtype=_U64)).astype(_U64)
+    words = np.bitwise_or.reduce(v.reshape(groups, 8) << shifts, axis=1)
+    return words.astype(">u8").view(np.uint8).reshape(groups, 8)[:, :bits].reshape(-1)[: (n * bits + 7) // 8]
+
+
+def unpack_bits(payload, bits: int, n: int) -> np.ndarray:
+    """Inverse of ``pack_bits``: ``n`` symbols."""
+    groups = (n + 7) // 8
+    raw = np.zeros((groups, 8), np.uint8)
+    flat = np.frombuffer(payload, np.uint8)
+    padded = np.zeros(groups * bits, np.uint8)
+    padded[: flat.size] = flat
+    raw[:, :bits] = padded.reshape(groups, bits)
+    words = raw.view(">u8").reshape(groups, 1).astype(_U64)
+    shifts = (_U64(64) - _U64(bits) * np.arange(1, 9, dtype=_U64)).astype(_U64)
+    return ((words >> shifts) & _U64((1 << bits) - 1)).astype(np.uint8).reshape(-1)[:n]
+
+
+def context_tokens(tok, tok_end, classes, size_a, n_classes):
+    """Move every token to its context's alphabet, in place (the contexts of codec_numba.emit).
+
+    A context-A token after a literal of class k (k = 0 at a chunk's start)
+    gets index ``k * size_a + index``, a context-B token (``size_a + s``) gets
+    ``n_classes * size_a + s``.
+    """
+    index = (tok & TOKEN_INDEX_MASK).astype(np.int64)
+    literal = np.where(index >= size_a, index - size_a, index)
+    cls = np.where(literal < classes.size, classes[np.minimum(literal, classes.size - 1)], 0)
+    before = np.zeros(tok.size, np.int64)
+    before[1:] = cls[:-1]
+    before[tok_end[:-1][tok_end[:-1] < tok.size]] = 0
+    shift = np.where(index >= size_a, (n_classes - 1) * size_a, before * size_a)
+    tok += shift.astype(np.uint32)
+
+
+def class_histogram(tok, tok_end, bucket, size_a, size_b, rows):
+    """Token counts by the distance bucket of the previous literal (same as codec_numba.class_histogram)."""
+    index = (tok & TOKEN_INDEX_MASK).astype(np.int64)
+    literal = np.where(index >= size_a, index - size_a, index)
+    m = np.where(literal < bucket.size, bucket[np.minimum(literal, bucket.size - 1)], 0)
+    before = np.zeros(tok.size, np.int64)
+    before[1:] = m[:-1]
+    before[tok_end[:-1][tok_end[:-1] < tok.size]] = 0
+    nbins = size_a + size_b
+    return np.bincount(before * nbins + index, minlength=rows * nbins).reshape(rows, nbins).astype(np.int32)
 
 
 def undelta(q: np.ndarray, mask: int) -> None:
@@ -67,7 +163,7 @@ def tokenize(q, dominant, n_literals, size_a, chunk, run_tokens):
 
 def token_histogram(tok: np.ndarray, nbins: int) -> np.ndarray:
     """Histogram of token indices (low 10 bits)."""
-    return np.bincount(tok & 1023, minlength=nbins).astype(np.int64)
+    return np.bincount(tok & TOKEN_INDEX_MASK, minlength=nbins).astype(np.int64)
 
 
 def emit(tok, tok_end, table):
@@ -76,10 +172,10 @@ def emit(tok, tok_end, table):
     Returns (payload uint8 array, byte offset after each chunk).
     """
     t = tok.astype(np.int64)
-    entry = table[t & 1023].astype(np.int64)
-    extra_bits = (t >> 10) & 15
+    entry = table[t & TOKEN_INDEX_MASK].astype(np.int64)
+    extra_bits = (t >> TOKEN_INDEX_BITS) & 15
     nbits = (entry & 31) + extra_bits
-    value = ((entry >> 5) << extra_bits) | (t >> 14)
+    value = ((entry >> 5) << extra_bits) | (t >> TOKEN_VALUE_SHIFT)
     counts = np.diff(np.concatenate([[0], tok_end]))
     chunk_of = np.repeat(np.arange(tok_end.size), counts)
     total = np.cumsum(nbits)
@@ -128,8 +224,12 @@ def _chunk_end_ok(buf, bp, end_bit):
     return (((bp + 7) >> 3) == (end_bit >> 3)) & ((last & ((1 << pad) - 1)) == 0)
 
 
-def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits, out):
-    """Decode all chunks into ``out`` (pre-filled with the dominant symbol); ``lanes`` is unused."""
+def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits, ctx_of, out):
+    """Decode all chunks into ``out`` (pre-filled with the dominant symbol); ``lanes`` is unused.
+
+    ``ctx_of`` gives the next context's table offset (see ``huffman.next_context``); None: A after a
+    literal, B after a run.
+    """
     shift = _U64(64 - peek_bits)
     chunk = np.arange(bit_start.size)
     bp = bit_start.astype(np.int64)
@@ -144,10 +244,12 @@ def decode(buf, bit_start, bit_end, sym_start, sym_end, lanes, table, peek_bits,
         extra_bits = (e >> 4) & 15
         base = e >> 16
         extra = ((w << length.astype(_U64)) >> _U64(49)) >> (15 - extra_bits).astype(_U64)
-        out[o] = (e >> 8) & 255
+        sym = (e >> 8) & 255
+        out[o] = sym
         o += base + extra.astype(np.int64) + (base == 0)
         bp += length + extra_bits
-        ctx = (base != 0).astype(np.int64) << peek_bits
+        run = (base != 0).astype(np.int64)
+        ctx = run << peek_bits if ctx_of is None else ctx_of[sym | (run << 8)]
         if np.any(bp > bit_end[chunk]):
             return OVERRUN
         done = o >= sym_end[chunk]
