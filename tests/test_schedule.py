@@ -1,9 +1,9 @@
 """Multi-device scheduling (splitc.schedule): the ILP against brute force, online policies feasible,
-the delay matrix against the partitioner, and one-line errors for bad scenarios."""
+splitc's re-planning policy against brute force on a contended slot, the delay matrix against the
+partitioner, and one-line errors for bad scenarios."""
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 
@@ -54,7 +54,7 @@ def test_ilp_is_optimal_against_brute_force(seed):
     check_feasible(scn, s.placements)
 
 
-@pytest.mark.parametrize("policy", ["device-only", "edge-only", "cloud-only", "deepar", "splitc"])
+@pytest.mark.parametrize("policy", ["device-only", "edge-only", "cloud-only", "deepar", "splitc-greedy", "splitc"])
 @pytest.mark.parametrize("seed", range(3))
 def test_online_policies_feasible(policy, seed):
     data = tiny(seed, devices=8)
@@ -65,9 +65,87 @@ def test_online_policies_feasible(policy, seed):
     check_feasible(scn, s.placements)
     assert len(s.placements) == len(scn.devices)
     assert np.all(s.delays > 0)
-    if policy in ("deepar", "splitc"):  # never worse than running everything on the device
+    if policy in ("deepar", "splitc-greedy", "splitc"):  # never worse than running everything on the device
         local = run_policy(scn, "device-only")
         assert s.total_s <= local.total_s + 1e-9
+
+
+def one_slot(samples, arrivals) -> dict:
+    """VGG-16 tasks on Raspberry Pi 4 devices (the edge is some 25x faster) sharing one edge slot; the
+    backbone is so thin that going via the cloud is slower than running on the device."""
+    return {"cloud": {"target": "t4"}, "links": {"device_edge_rtt_ms": 2.0, "edge_cloud_rtt_ms": 20.0},
+            "edges": [{"name": "edge0", "target": "gtx-1080ti", "slots": 1, "uplink_mbps": 10000,
+                       "backbone_mbps": 0.01}],
+            "devices": [{"name": f"dev{k}", "model": "vgg16", "target": "raspberry-pi-4", "edges": ["edge0"],
+                         "samples": n, "arrival_s": a, "max_uplink_mbps": 100, "max_backbone_mbps": 0.01}
+                        for k, (n, a) in enumerate(zip(samples, arrivals))]}
+
+
+def one_slot_optimum(scn) -> float:
+    """Least total delay of tasks all arriving at 0: every split device-only / edge slot, every slot order."""
+    W = scn.delay_matrix()  # columns: device, edge, cloud, full (one edge server)
+    assert np.all(W[:, 2] >= W[:, 0])  # via the cloud never pays, so only device-only and the slot remain
+    local, slot = W[:, 0], np.minimum(W[:, 1], W[:, 3])
+    n, best = len(W), np.inf
+    for on_slot in itertools.product([False, True], repeat=n):
+        users = [i for i in range(n) if on_slot[i]]
+        for order in itertools.permutations(users):
+            finish = np.cumsum([slot[i] for i in order])
+            best = min(best, finish.sum() + sum(local[i] for i in range(n) if not on_slot[i]))
+    return best
+
+
+def arrival_order_total(scn) -> float:
+    """DeePar on one slot, all tasks at 0: in turn, each takes the earlier finish of device-only and the slot
+    after those before it (its w + delta t)."""
+    W = scn.delay_matrix()
+    free, total = 0.0, 0.0
+    for i in range(len(W)):
+        slot = min(W[i, 1], W[i, 3])
+        if free + slot < W[i, 0]:
+            free += slot
+            total += free
+        else:
+            total += W[i, 0]
+    return total
+
+
+def test_splitc_reorders_a_contended_slot_to_the_optimum():
+    scn = parse_scenario(one_slot([300, 200, 30, 100], [0.0] * 4))  # long ones first
+    optimum, fifo = one_slot_optimum(scn), arrival_order_total(scn)
+    deepar, splitc = run_policy(scn, "deepar"), run_policy(scn, "splitc")
+    for s in (deepar, splitc):
+        check_feasible(scn, s.placements)
+    assert deepar.total_s == pytest.approx(fifo, rel=1e-9)
+    assert splitc.total_s == pytest.approx(optimum, rel=1e-9)
+    assert splitc.total_s < deepar.total_s
+    # shortest first: 30, 100, 200, 300 samples
+    assert [p.task for p in sorted(splitc.placements, key=lambda p: p.start)] == [2, 3, 1, 0]
+
+
+def test_splitc_replans_waiting_tasks_when_later_ones_arrive():
+    # the long task starts at once (nothing else is known); by the time the slot frees, the short ones have
+    # arrived and go before the medium one that arrived first
+    scn = parse_scenario(one_slot([300, 200, 30, 100], [0.0, 0.5, 1.0, 1.5]))
+    deepar, splitc = run_policy(scn, "deepar"), run_policy(scn, "splitc")
+    check_feasible(scn, splitc.placements)
+    assert [p.task for p in sorted(deepar.placements, key=lambda p: p.start)] == [0, 1, 2, 3]
+    assert [p.task for p in sorted(splitc.placements, key=lambda p: p.start)] == [0, 2, 3, 1]
+    assert splitc.total_s < deepar.total_s
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_splitc_feasible_and_not_worse_on_congested_random_scenarios(seed):
+    data = generate(14, 2, 20.0, seed=seed, models=("vgg16", "lenet"), max_samples=300)
+    for e in data["edges"]:
+        e["slots"] = 1
+    for d in data["devices"]:
+        d["target"] = "raspberry-pi-4"
+    scn = parse_scenario(data)
+    splitc, deepar = run_policy(scn, "splitc"), run_policy(scn, "deepar")
+    check_feasible(scn, splitc.placements)
+    assert sorted(p.task for p in splitc.placements) == list(range(len(scn.devices)))
+    assert splitc.total_s <= deepar.total_s * (1 + 1e-9)
 
 
 def test_delay_matrix_is_the_partitioners_optimum():

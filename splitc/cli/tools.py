@@ -21,7 +21,7 @@ from splitc.units import parse_fraction
 @app.command("schedule")
 def schedule_command(
     scenario: Path = typer.Argument(..., help="Scenario JSON (docs/three-tier.md)."),
-    policy: str = typer.Option("all", "--policy", help="splitc, deepar, ilp, device-only, edge-only, cloud-only or all."),
+    policy: str = typer.Option("all", "--policy", help="splitc, splitc-greedy, deepar, ilp, device-only, edge-only, cloud-only or all."),
     ilp_limit: float = typer.Option(60.0, "--ilp-limit", help="CBC time limit in seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print the schedules as JSON."),
 ) -> None:

@@ -11,10 +11,11 @@ N_i x (per-sample delay at b1, b2). A task's delay is its finish time minus its 
   start and end of every scheduled task) and each option j, allocate the maximal bandwidth; pick the least
   w_{i,j} + delta_t, where w is the precomputed matrix at the full bandwidths. The task then runs its
   precomputed partition at the bandwidth it actually got.
-* :class:`SplitcOnline` -- the same events and options, but each candidate is priced by what it will
-  really take: the exact partition re-solved at the bandwidth actually allocable then (the three-tier
-  solve takes about a millisecond), plus the wait; and it holds back edge resources from a task whose gain
-  from them is small (see ``reserve``).
+* :class:`SplitcOnline` (``splitc-greedy``) -- the same events, options and commitment at arrival, but each
+  candidate is priced by what it will really take: the exact partition re-solved at the bandwidth actually
+  allocable then (the three-tier solve takes about a millisecond), plus the wait.
+* :class:`splitc.schedule.rolling.RollingOnline` (``splitc``) -- splitc's online policy: nothing is final
+  until a task starts; the waiting tasks are re-planned together at every event.
 * :class:`SingleMode` -- device-only / edge-only / cloud-only baselines, earliest finish.
 """
 
@@ -33,6 +34,8 @@ _MIN_SHARE = 1e-3  # an allocation below this fraction of the task's cap counts 
 
 @dataclass
 class Placement:
+    """Task ``task`` in ``mode`` via edge server ``edge`` over [start, end) with bandwidths b1, b2 (B/s)."""
+
     task: int
     mode: str
     edge: int | None
@@ -45,6 +48,8 @@ class Placement:
 
 @dataclass
 class Schedule:
+    """One placement per task (in task order) and the tasks' arrival times."""
+
     policy: str
     placements: list[Placement]
     arrivals: np.ndarray
@@ -93,7 +98,7 @@ def check_feasible(scenario: Scenario, placements: list[Placement], tol: float =
         assert p.start >= d.arrival_s - tol
 
 
-class _Book:
+class Book:
     """Reservations per edge server, with the free capacity over a time interval."""
 
     def __init__(self, scenario: Scenario) -> None:
@@ -101,6 +106,7 @@ class _Book:
         self.placed: list[Placement] = []
 
     def free(self, e: int, t0: float, t1: float) -> tuple[int, float, float]:
+        """Least free (slots, b1, b2) of edge server ``e`` over [t0, t1)."""
         edge = self.scenario.edges[e]
         mine = [p for p in self.placed if p.edge == e and p.start < t1 and p.end > t0]
         worst = [0, 0.0, 0.0]
@@ -112,6 +118,7 @@ class _Book:
         return edge.slots - worst[0], edge.uplink - worst[1], edge.backbone - worst[2]
 
     def events(self, now: float) -> list[float]:
+        """``now`` and every start or end after it (DeePar's known events), in order."""
         return sorted({now, *[t for p in self.placed for t in (p.start, p.end) if t > now]})
 
     def fit(self, i: int, mode: str, e: int | None, t: float, duration) -> tuple[float, float, float] | None:
@@ -147,14 +154,14 @@ class _Online(ABC):
     modes = MODES
 
     def run(self, scenario: Scenario) -> Schedule:
-        book = _Book(scenario)
+        book = Book(scenario)
         order = sorted(range(len(scenario.devices)), key=lambda i: (scenario.devices[i].arrival_s, i))
         for i in order:
             book.placed.append(self.place(scenario, book, i))
         arrivals = np.array([d.arrival_s for d in scenario.devices])
         return Schedule(self.name, sorted(book.placed, key=lambda p: p.task), arrivals)
 
-    def place(self, scenario: Scenario, book: _Book, i: int) -> Placement:
+    def place(self, scenario: Scenario, book: Book, i: int) -> Placement:
         now = scenario.devices[i].arrival_s
         best, best_key = None, math.inf
         options = scenario.options(i, self.modes)
@@ -196,29 +203,17 @@ class DeeparOnline(_Online):
 
 
 class SplitcOnline(_Online):
-    """Exact re-partition at the bandwidth really allocable, ranked by the real finish; and a reserve.
+    """DeePar's events and commitment at arrival, ranked by the real finish: the exact partition re-solved
+    at the bandwidth really allocable, plus the wait."""
 
-    ``reserve``: an edge option that saves this task less than ``reserve`` x (its run time) over the best
-    option that holds no edge resources (device-only) is priced as if it took that much longer, so a task
-    that gains little does not block an edge server that the next arrivals need more.
-    """
-
-    name = "splitc online"
-
-    def __init__(self, reserve: float = 0.0) -> None:
-        self.reserve = reserve
+    name = "splitc greedy"
 
     def candidate(self, scenario, book, i, mode, e, t):
-        d = scenario.devices[i]
         fit = book.fit(i, mode, e, t, lambda b1, b2: scenario.task_seconds(i, mode, e, b1, b2))
         if fit is None:
             return None
         b1, b2, seconds = fit
-        key = seconds
-        if self.reserve and mode != "device" and d.local:
-            local = scenario.task_seconds(i, "device", None, 0.0, 0.0)
-            key += self.reserve * max(0.0, seconds - (local - seconds))  # penalise small gains
-        return key, Placement(i, mode, e, t, t + seconds, b1, b2)
+        return seconds, Placement(i, mode, e, t, t + seconds, b1, b2)
 
 
 class SingleMode(_Online):
@@ -294,16 +289,24 @@ def solve_ilp(scenario: Scenario, time_limit: float = 60.0) -> Schedule:
                     note="" if sol_status == 1 else f"CBC stopped at {time_limit:g} s (feasible, not proved optimal)")
 
 
+def _rolling():
+    from splitc.schedule.rolling import RollingOnline  # imports this module
+
+    return RollingOnline()
+
+
 POLICIES = {
     "device-only": lambda: SingleMode("device"),
     "edge-only": lambda: SingleMode("edge-only"),
     "cloud-only": lambda: SingleMode("cloud-only"),
     "deepar": DeeparOnline,
-    "splitc": SplitcOnline,
+    "splitc": _rolling,
+    "splitc-greedy": SplitcOnline,
 }
 
 
 def run_policy(scenario: Scenario, name: str, time_limit: float = 60.0) -> Schedule:
+    """Run policy ``name`` (a key of ``POLICIES``, or ``ilp``) on ``scenario``; ``time_limit`` is CBC's."""
     if name == "ilp":
         return solve_ilp(scenario, time_limit)
     if name not in POLICIES:
