@@ -27,7 +27,7 @@ import math
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from splitc.schedule.policies import Book, Placement, Schedule
+from splitc.schedule.book import Book, Placement, Schedule
 from splitc.schedule.scenario import USES, Scenario, ScenarioError
 
 _EPS = 1e-9
