@@ -1,10 +1,11 @@
 """Benchmark: the context-aware model tree over real cellular uplink traces (emulated compute, trace transfers).
 
-One model tree is built (``splitc.tree.build``) from a trained model, its calibration set and the traces
-in TRACE_DIR (pooled chain for the choice of forks); for each trace the chain is refitted from that trace
-and the tree re-solved exactly over the same measured compositions. A request starts every ``--every``
-seconds over the whole trace. Four ways to serve them, all choosing among the same feasible
-compositions (every one within the certified accuracy bound):
+One model tree is built (``splitc.tree.build``) from a model, its calibration set and the traces in
+TRACE_DIR (pooled chain for the choice of forks); for each trace the chain is refitted from that trace
+and the tree re-solved exactly over the same measured compositions. Requests start every ``--every``
+seconds over the whole trace (at most ``--max-requests``, spread evenly over it). Four ways to serve
+them, all choosing among the same feasible compositions (every one within the certified accuracy
+bound):
 
 1. **fixed plan** (DNN surgery): the composition of least latency at the trace's mean bandwidth;
 2. **switching**: between requests, the best composition for the rate the last step measured, clamped to
@@ -15,14 +16,28 @@ compositions (every one within the certified accuracy bound):
 Compute times are the cost model's (emulated); transfer times are the trace's own delivery
 opportunities (``splitc.tree.simulate``). Accuracy is measured on the held-out set: request i runs its
 composition on held-out sample i mod N. Also compared: the exact solver against random search and
-ε-greedy at equal evaluation budgets (on the pooled chain). Writes bench/results/tree.md, tree.json, tree.png.
+ε-greedy at equal evaluation budgets (on the pooled chain), the same compositions re-solved with other
+numbers of bandwidth classes and at other round trips. Writes bench/results/tree.md, tree.json, tree.png.
 
-    python bench/tree.py TRACE_DIR [--model M.onnx --calib C.npz --heldout H.npz] [--edge raspberry-pi-4]
+Models (``--model``):
+
+* ``vgg16`` (default): the VGG-16-shaped network of ``splitc.schedule.models`` (seeded random backbone)
+  at 224x224, its classifier fitted on the 12-class photo task of ``bench/photos.py``; training,
+  calibration and held-out crops are generated here, seeded (held-out crops from parts of the
+  photographs never seen in training). Fork candidates are the input and the pooling outputs
+  (``--all-forks``: every cut vertex; the candidate probe then holds every cut vertex's activations
+  for every calibration crop, about 110 MB a crop).
+* ``digits``: the trained digits CNN of ``examples/digits`` (a smoke run of a minute or two).
+* a path to an ONNX model, with ``--calib`` and ``--heldout`` (.npz, with ``labels`` when known).
+
+    python bench/tree.py TRACE_DIR [--model vgg16|digits|M.onnx] [--target jetson-nano] [--rtt 20ms]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -34,29 +49,75 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from splitc.tree import build as tree_build  # noqa: E402
 from splitc.tree import fit_chain, leaves, oracle, simulate, solve  # noqa: E402
 from splitc.tree.build import TreeOptions, build_tree  # noqa: E402
 from splitc.tree.measure import spec_from_tables  # noqa: E402
 from splitc.tree.search import epsilon_greedy, fixed_plan, leaf_ms, random_search  # noqa: E402
 from splitc.tree.simulate import leaf_latencies, measured_rate  # noqa: E402
+from splitc.tree.spec import Leaf  # noqa: E402
 from splitc.tree.traces import load_trace  # noqa: E402
 from splitc.units import parse_bandwidth, parse_fraction, parse_time_ms  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TRACES = ["TMobile-LTE-short", "Verizon-LTE-short", "TMobile-UMTS-driving"]
 METHODS = ["fixed plan", "switching", "model tree", "oracle"]
-TRAINED = ROOT / "bench" / "trained"
 DIGITS = ROOT / "examples" / "digits"
+DEFAULT_TARGET = {"vgg16": "jetson-nano", "digits": "raspberry-pi-4"}
+POOLING = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 
 
-def pick_model(args) -> tuple[Path, Path, Path]:
-    """The trained photo VGG if present, else the digits CNN (or what the arguments name)."""
-    if args.model:
-        return Path(args.model), Path(args.calib), Path(args.heldout)
-    if (TRAINED / "vgg_photos.onnx").is_file() and (TRAINED / "calib.npz").is_file():
-        return TRAINED / "vgg_photos.onnx", TRAINED / "calib.npz", TRAINED / "heldout.npz"
-    return DIGITS / "digits_cnn.onnx", DIGITS / "calib.npz", DIGITS / "test.npz"
+# ----------------------------------------------------------------------------- the workload
+
+
+def prepare(args, work: Path) -> dict:
+    """The model, calibration and held-out files of ``--model`` (the photo VGG is made here)."""
+    if args.model == "digits":
+        return {"name": "digits", "model": DIGITS / "digits_cnn.onnx", "calib": DIGITS / "calib.npz",
+                "heldout": DIGITS / "test.npz", "note": "the trained digits CNN of examples/digits"}
+    if args.model != "vgg16":
+        if not (args.calib and args.heldout):
+            raise SystemExit("a model file needs --calib and --heldout")
+        return {"name": Path(args.model).stem, "model": Path(args.model), "calib": Path(args.calib),
+                "heldout": Path(args.heldout), "note": "given"}
+    import onnx
+    import photos
+    from splitc.schedule.models import vgg16
+
+    model = vgg16()
+    facts = photos.fit_head(model, *photos.crops(args.train, "train", seed=11))
+    print(f"vgg16: classifier fitted on {facts['train_images']} crops, {facts['classes']} classes "
+          f"(train accuracy {facts['train_accuracy']:.3f})", flush=True)
+    onnx.save(model, work / "vgg16.onnx")
+    calib, calib_labels = photos.crops(args.calib_size, "train", seed=21)
+    heldout, heldout_labels = photos.crops(args.heldout_size, "test", seed=31)
+    np.savez(work / "calib.npz", input=calib, labels=calib_labels)
+    np.savez(work / "heldout.npz", input=heldout, labels=heldout_labels)
+    return {"name": "vgg16", "model": work / "vgg16.onnx", "calib": work / "calib.npz",
+            "heldout": work / "heldout.npz", "train": facts,
+            "note": (f"VGG-16-shaped network of splitc.schedule.models at 224x224 (seeded random backbone), "
+                     f"classifier fitted on {facts['train_images']} crops of the 12-class photo task of "
+                     f"bench/photos.py (train accuracy {facts['train_accuracy']:.3f}); "
+                     f"{args.calib_size} calibration crops and {args.heldout_size} held-out crops generated "
+                     "here, seeded, the held-out ones from parts of the photographs never seen in training")}
+
+
+@contextlib.contextmanager
+def pooling_forks(enabled: bool):
+    """While building, fork candidates are only the model inputs and the outputs of pooling layers."""
+    every = tree_build.candidates
+    if enabled:
+        def only(analysis):
+            producer = {out: node.op_type for node in analysis.graph.model.graph.node for out in node.output}
+            return [c for c in every(analysis) if all(producer.get(t, "MaxPool") in POOLING for t in c.tensors)]
+
+        tree_build.candidates = only
+    try:
+        yield
+    finally:
+        tree_build.candidates = every
 
 
 def heldout_set(path: Path, inputs: list[str], limit: int) -> tuple[list[dict], np.ndarray | None]:
@@ -67,27 +128,59 @@ def heldout_set(path: Path, inputs: list[str], limit: int) -> tuple[list[dict], 
 
 
 class Accuracy:
-    """Per composition, whether it gets each held-out sample right (top-1 against labels or the float model)."""
+    """Per composition, whether it gets each held-out sample right (top-1 against labels or the float model).
+
+    ``measure`` runs the compositions asked for depth first, each block of a shared prefix once, holding
+    one chain of held-out activations at a time.
+    """
 
     def __init__(self, tree, samples, labels) -> None:
         self.tree, self.samples, self.composer = tree, samples, tree.composer()
-        reference = self.composer.run(samples, (0,) * tree.spec.num_blocks)
-        self.labels = labels if labels is not None else np.array([r.reshape(-1).argmax() for r in reference])
-        self.cache: dict = {}
+        self.base = Leaf(tree.spec.num_blocks, (0,) * tree.spec.num_blocks, None, None)
+        self.given = labels
+        self.predicted: dict[Leaf, np.ndarray] = {}
+
+    def measure(self, wanted) -> None:
+        todo = {leaf for leaf in set(wanted) | {self.base} if leaf not in self.predicted}
+        self._visit(0, (), self.samples, todo)
+
+    def _visit(self, fork: int, path: tuple, acts, todo: set) -> None:
+        for leaf in [leaf for leaf in todo if leaf.path == path]:
+            if leaf.option is None:
+                out = [a[self.composer.first_output] for a in acts]
+            else:
+                out = self.composer.run(acts, (), leaf.fork, int(leaf.label[1:]))
+            self.predicted[leaf] = np.array([o.reshape(-1).argmax() for o in out])
+        for v in sorted({leaf.path[fork] for leaf in todo if len(leaf.path) > fork}):
+            below = {leaf for leaf in todo if leaf.path[:fork + 1] == path + (v,)}
+            self._visit(fork + 1, path + (v,), self.composer.advance(acts, fork, v), below)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.given if self.given is not None else self.predicted[self.base]
 
     def correct(self, leaf) -> np.ndarray:
-        if leaf not in self.cache:
-            bits = None if leaf.option is None else int(leaf.label[1:])
-            fork = None if leaf.option is None else leaf.fork
-            out = self.composer.run(self.samples, leaf.path, fork, bits)
-            self.cache[leaf] = np.array([o.reshape(-1).argmax() for o in out]) == self.labels
-        return self.cache[leaf]
+        return self.predicted[leaf] == self.labels
+
+    @property
+    def float_accuracy(self) -> float:
+        """The base model's held-out top-1 (all-base blocks on the edge compute exactly the model)."""
+        return float(np.mean(self.correct(self.base)))
+
+
+# ----------------------------------------------------------------------------- serving the requests
+
+
+def request_starts(trace, every: float, cap: int) -> np.ndarray:
+    """A request every ``every`` s over the trace; at most ``cap`` of them, spread evenly."""
+    starts = np.arange(0.0, trace.period_ms / 1e3 - 1e-9, every)
+    if cap and len(starts) > cap:
+        starts = starts[np.round(np.linspace(0, len(starts) - 1, cap)).astype(int)]
+    return starts
 
 
 def replay(policy, spec, trace, starts) -> tuple[np.ndarray, list]:
     """``simulate``'s replay, also returning the composition each request ended in."""
-    from splitc.tree.spec import Leaf
-
     offset = trace.period_ms * max(1, math.ceil(policy.step_s * 1e3 / trace.period_ms))
     latency, taken = np.empty(len(starts)), []
     for i, start in enumerate(starts):
@@ -141,23 +234,38 @@ def sent_bytes(spec, chosen) -> np.ndarray:
                      for leaf in chosen])
 
 
-def serve_trace(spec, trace, chain, args, max_drop) -> tuple[dict, object]:
-    """Each method's (latency per request, composition per request) over the trace, and the fixed plan."""
-    starts = np.arange(0.0, trace.period_ms / 1e3 - 1e-9, args.every)
+def tree_replay(spec, trace, chain, starts, max_drop) -> tuple[np.ndarray, list]:
     policy = solve(spec, chain, max_drop)
+    latency, taken = replay(policy, spec, trace, starts)
+    np.testing.assert_allclose(latency, simulate(policy, spec, trace, starts))
+    return latency, taken
+
+
+def serve_trace(spec, trace, chain, starts, args, max_drop) -> tuple[dict, object]:
+    """Each method's (latency per request, composition per request) over the trace, and the fixed plan."""
     fixed = fixed_plan(spec, trace.mean_rate_bps / 8, max_drop).leaf
-    results = {"fixed plan": (leaf_latencies(spec, fixed, trace, starts), [fixed] * len(starts)),
-               "switching": switching(spec, trace, starts, args.step, args.span, max_drop)}
-    tree_ms, taken = replay(policy, spec, trace, starts)
-    np.testing.assert_allclose(tree_ms, simulate(policy, spec, trace, starts))
-    results["model tree"] = (tree_ms, taken)
-    results["oracle"] = oracle_choice(spec, trace, starts, max_drop)
-    return results, fixed
+    return {"fixed plan": (leaf_latencies(spec, fixed, trace, starts), [fixed] * len(starts)),
+            "switching": switching(spec, trace, starts, args.step, args.span, max_drop),
+            "model tree": tree_replay(spec, trace, chain, starts, max_drop),
+            "oracle": oracle_choice(spec, trace, starts, max_drop)}, fixed
 
 
-def run_trace(name, trace, chain, tree, args, accuracy) -> dict:
+def break_even(spec, max_drop) -> dict | None:
+    """The rate above which the cheapest offload of the input beats the best edge-only composition."""
+    edge = [leaf for leaf in leaves(spec, max_drop) if leaf.option is None]
+    sends = [leaf for leaf in leaves(spec, max_drop) if leaf.fork == 0 and leaf.option is not None]
+    if not edge or not sends:
+        return None
+    local = min(edge, key=lambda leaf: spec.edge_ms(leaf.path))
+    send = min(sends, key=lambda leaf: spec.options(0, ())[leaf.option].nbytes)
+    nbytes = spec.options(0, ())[send.option].nbytes
+    spare = spec.edge_ms(local.path) - spec.rtt_ms - spec.cloud_ms(0, ())
+    return {"edge_ms": spec.edge_ms(local.path), "send_label": send.label, "send_bytes": nbytes,
+            "rate_Bps": nbytes / (spare / 1e3) if spare > 0 else math.inf}
+
+
+def run_trace(name, trace, chain, starts, results, fixed, tree, args, accuracy, even) -> dict:
     spec = tree.spec
-    results, fixed = serve_trace(spec, trace, chain, args, tree.options.max_drop)
     n = len(accuracy.samples)
     rows = {}
     for method, (latency, chosen) in results.items():
@@ -166,21 +274,45 @@ def run_trace(name, trace, chain, tree, args, accuracy) -> dict:
                         "p95_ms": float(np.percentile(latency, 95)), "accuracy": float(np.mean(hits)),
                         "bytes_mean": float(sent_bytes(spec, chosen).mean()),
                         "offloaded": float(np.mean([leaf.option is not None for leaf in chosen])),
+                        "mid_offloads": float(np.mean([leaf.option is not None and leaf.fork > 0
+                                                       for leaf in chosen])),
                         "compositions": len(set(chosen))}
+    windows = trace.rate_bps(args.step) / 8
+    shown = starts <= args.plot_s
     return {"trace": name, "period_s": trace.period_ms / 1e3, "mean_Mbps": trace.mean_rate_bps / 1e6,
-            "requests": len(results["oracle"][0]), "classes": chain.num_classes,
+            "requests": len(starts), "spacing_s": float(np.median(np.diff(starts))) if len(starts) > 1 else 0.0,
+            "classes": chain.num_classes, "class_edges_Mbps": (chain.edges * 8 / 1e6).round(3).tolist(),
             "expected_ms": solve(spec, chain, tree.options.max_drop).mean_ms, "fixed": _leaf_text(tree, fixed),
-            "rows": rows, "series": {m: results[m][0][: int(args.plot_s / args.every)].tolist() for m in METHODS},
-            "rate_Mbps": (trace.rate_bps(args.every, args.plot_s) / 1e6).tolist()}
+            "above_break_even": None if even is None else float(np.mean(windows > even["rate_Bps"])),
+            "rows": rows,
+            "series_t": starts[shown].round(3).tolist(),
+            "series": {m: results[m][0][shown].round(2).tolist() for m in METHODS},
+            "rate_Mbps": (trace.rate_bps(args.every, args.plot_s) / 1e6).round(3).tolist()}
 
 
-def sensitivity(tree, traces, chains, args) -> list[dict]:
+def class_sweep(tree, traces, starts, served, args) -> list[dict]:
+    """The tree's mean latency with the same compositions and chains of other numbers of classes."""
+    rows = []
+    for classes in args.class_sweep:
+        for name, trace in traces.items():
+            chain = fit_chain(trace, classes, args.step)
+            latency, _ = tree_replay(tree.spec, trace, chain, starts[name], tree.options.max_drop)
+            # the same chain pricing an offload of n bytes at n / b_k (no measured transfer times)
+            harmonic = dataclasses.replace(chain, transfer=None, _powers={})
+            priced, _ = tree_replay(tree.spec, trace, harmonic, starts[name], tree.options.max_drop)
+            base = {m: float(served[name][m][0].mean()) for m in ("fixed plan", "switching", "oracle")}
+            rows.append({"classes": classes, "fitted": chain.num_classes, "trace": name,
+                         "model tree": float(latency.mean()), "model tree, n / b_k": float(priced.mean()), **base})
+    return rows
+
+
+def sensitivity(tree, traces, chains, starts, args) -> list[dict]:
     """Mean latency of each method with the same measured compositions at other round trips."""
     rows = []
     for rtt in args.rtts:
         spec = spec_from_tables([f.cloud_ms for f in tree.forks], tree.blocks, tree.tables, parse_time_ms(rtt))
         for name, trace in traces.items():
-            results, _ = serve_trace(spec, trace, chains[name], args, tree.options.max_drop)
+            results, _ = serve_trace(spec, trace, chains[name], starts[name], args, tree.options.max_drop)
             rows.append({"rtt": rtt, "trace": name, **{m: float(results[m][0].mean()) for m in METHODS},
                          "offloaded": float(np.mean([leaf.option is not None for leaf in results["model tree"][1]]))})
     return rows
@@ -199,7 +331,7 @@ def search_comparison(tree, budgets, seeds) -> dict:
     rows, curves = [], {}
     for name, search in (("random search", random_search), ("ε-greedy", epsilon_greedy)):
         runs = [search(spec, chain, max(budgets), max_drop, seed=s) for s in range(seeds)]
-        curves[name] = np.median([r.history for r in runs], axis=0).tolist()
+        curves[name] = np.median([r.history for r in runs], axis=0).round(4).tolist()
         for budget in budgets:
             values = [r.history[budget - 1] for r in runs]
             rows.append({"method": name, "budget": budget, "median_ms": float(np.median(values)),
@@ -213,64 +345,141 @@ def _ratio(value: float) -> float:
     return round(value, 6) + 0.0
 
 
-def targets(traces: list[dict]) -> dict:
-    cut = [_ratio(1 - t["rows"]["model tree"]["mean_ms"] / t["rows"]["fixed plan"]["mean_ms"]) for t in traces]
-    gap = [_ratio(t["rows"]["model tree"]["mean_ms"] / t["rows"]["oracle"]["mean_ms"] - 1) for t in traces]
-    return {"below_fixed": cut, "above_oracle": gap,
-            "below_fixed_met": sum(c >= 0.30 for c in cut) >= 2, "oracle_met": all(g <= 0.15 for g in gap)}
+def targets(traces: list[dict], float_accuracy: float, max_drop: float) -> dict:
+    mean = [{m: t["rows"][m]["mean_ms"] for m in METHODS} for t in traces]
+    cut = [_ratio(1 - m["model tree"] / m["fixed plan"]) for m in mean]
+    gap = [_ratio(m["model tree"] / m["oracle"] - 1) for m in mean]
+    reach = [_ratio(1 - m["oracle"] / m["fixed plan"]) for m in mean]
+    drop = [_ratio(float_accuracy - t["rows"]["model tree"]["accuracy"]) for t in traces]
+    return {"below_fixed": cut, "above_oracle": gap, "oracle_below_fixed": reach, "heldout_drop": drop,
+            "below_fixed_met": sum(c >= 0.30 for c in cut) >= 2, "oracle_met": all(g <= 0.15 for g in gap),
+            "accuracy_met": all(d <= max_drop for d in drop),
+            "below_switching": [_ratio(1 - m["model tree"] / m["switching"]) for m in mean]}
+
+
+# ----------------------------------------------------------------------------- the report
 
 
 def markdown(result: dict) -> str:
     cfg, lines = result["config"], []
     lines += ["# Model tree over real uplink traces (bench/tree.py)", "",
-              f"Model `{cfg['model']}` ({cfg['model_note']}); edge {cfg['edge']} and cloud {cfg['cloud']} "
-              f"(compute times **emulated** by splitc's cost model), RTT {cfg['rtt']}, certified accuracy bound "
-              f"{cfg['max_drop']:.0%} at 95% on {cfg['calib_samples']} calibration samples ({cfg['metric']}); "
-              f"held-out accuracy on {cfg['heldout']} samples. Tree: {cfg['forks']} forks of "
-              f"{cfg['candidates']} candidates, block variants {cfg['variants']}, widths {cfg['widths']}, chain of at "
-              f"most {cfg['classes']} classes with a {cfg['step_s'] * 1e3:g} ms step refitted per trace. "
-              f"A request every {cfg['every_s'] * 1e3:g} ms over each whole trace; transfer times from the trace's "
-              f"delivery opportunities. Switching range {cfg['bw']}. Bytes on disk: tree output "
-              f"{cfg['disk_bytes'] / 1e6:.2f} MB (blocks {cfg['block_bytes'] / 1e6:.2f} MB, entry points "
-              f"{cfg['entry_bytes'] / 1e6:.2f} MB) against the model's {cfg['model_bytes'] / 1e6:.2f} MB "
-              f"(what one plan's two halves hold). Benchmark wall time {result['wall_s']:.0f} s.", ""]
+              f"Model `{cfg['model']}`: {cfg['model_note']}. Edge {cfg['edge']} and cloud {cfg['cloud']} "
+              f"(compute times **emulated** by splitc's cost model: the whole model takes "
+              f"{_ms(cfg['edge_only_ms'])} ms on the edge in float32, {_ms(cfg['fastest_edge_ms'])} ms as the "
+              f"fastest edge-only composition, {_ms(cfg['cloud_ms'])} ms on the cloud), RTT {cfg['rtt']}, certified "
+              f"accuracy bound {cfg['max_drop']:.0%} at 95% on {cfg['calib_samples']} calibration samples "
+              f"({cfg['metric']}); held-out accuracy on {cfg['heldout']} samples (float model "
+              f"{cfg['float_accuracy']:.3f}). Tree: {cfg['forks']} forks ({cfg['fork_names']}) chosen among "
+              f"{cfg['candidates']} candidates ({cfg['candidate_rule']}), block variants {cfg['variants']}, "
+              f"widths {cfg['widths']}, chain of at most {cfg['classes']} classes with a "
+              f"{cfg['step_s'] * 1e3:g} ms step refitted per trace. A request every {cfg['every_s'] * 1e3:g} ms "
+              f"over each whole trace (at most {cfg['max_requests']} per trace, spread evenly); transfer times "
+              f"from the trace's delivery opportunities. Switching range {cfg['bw']}. Bytes on disk: tree output "
+              f"{cfg['disk_bytes'] / 1e6:.1f} MB (blocks {cfg['block_bytes'] / 1e6:.1f} MB, entry points "
+              f"{cfg['entry_bytes'] / 1e6:.1f} MB) against the model's {cfg['model_bytes'] / 1e6:.1f} MB. "
+              f"Benchmark wall time {result['wall_s']:.0f} s ({_stages(result['stages_s'])}), "
+              f"{result['cpu_s']:.0f} s of CPU, on {cfg['host']}.", ""]
     lines += ["| trace | mean Mbps | requests | method | mean ms | p50 ms | p95 ms | held-out top-1 | mean bytes sent "
-              "| offloaded | compositions |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| offloaded | of which mid-inference | compositions |",
+              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in result["traces"]:
         for m in METHODS:
             r = t["rows"][m]
-            lines.append(f"| {t['trace']} | {t['mean_Mbps']:.2f} | {t['requests']} | {m} | {r['mean_ms']:.2f} | "
-                         f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['accuracy']:.3f} | {r['bytes_mean']:.0f} | "
-                         f"{r['offloaded']:.0%} | {r['compositions']} |")
-    goal = result["targets"]
-    lines += ["", "Fixed plans: " + "; ".join(f"{t['trace']}: {t['fixed']}" for t in result["traces"]) + ".", "",
-              "## Targets", "",
-              "| trace | tree vs fixed plan (target ≥ 30% lower on 2 of 3) | tree vs oracle (target ≤ 15% above) |",
-              "|---|---:|---:|"]
-    for t, cut, gap in zip(result["traces"], goal["below_fixed"], goal["above_oracle"]):
-        lines.append(f"| {t['trace']} | {cut:+.1%} lower | {gap:+.1%} |")
-    met = {key: "met" if goal[key] else "missed" for key in ("below_fixed_met", "oracle_met")}
-    lines += ["", f"Below the fixed plan by 30% on at least 2 traces: **{met['below_fixed_met']}**. "
-              f"Within 15% of the oracle on every trace: **{met['oracle_met']}**.", ""]
-    if not any(t["rows"]["oracle"]["offloaded"] for t in result["traces"]):
-        lines += [f"No method offloads any request, not even the oracle: running the whole model on the emulated "
-                  f"edge ({cfg['edge_only_ms']:.2f} ms) beats every offload, whose round trip alone is {cfg['rtt']}. "
-                  "Every method then plays the same edge-only composition and the tree has nothing to gain.", ""]
+            lines.append(f"| {t['trace']} | {t['mean_Mbps']:.2f} | {t['requests']} | {m} | {_ms(r['mean_ms'])} | "
+                         f"{_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | {r['accuracy']:.3f} | {r['bytes_mean']:.0f} | "
+                         f"{r['offloaded']:.0%} | {r['mid_offloads']:.0%} | {r['compositions']} |")
+    lines += ["", "Fixed plans: " + "; ".join(f"{t['trace']}: {t['fixed']}" for t in result["traces"]) + ".", ""]
+    even = cfg["break_even"]
+    if even is not None and math.isfinite(even["rate_Bps"]):
+        share = ", ".join(f"{t['trace']} {t['above_break_even']:.0%}" for t in result["traces"])
+        holding = ", ".join(f"{t['trace']} {_class_range(t['class_edges_Mbps'], even['rate_Bps'] * 8 / 1e6)}"
+                            for t in result["traces"])
+        lines += [f"Break-even: sending the input ({even['send_label']}, {even['send_bytes'] / 1e3:.1f} kB) beats "
+                  f"the fastest edge-only composition ({even['edge_ms']:.1f} ms) above "
+                  f"{even['rate_Bps'] * 8 / 1e6:.2f} Mbps at a constant rate. Share of "
+                  f"{cfg['step_s'] * 1e3:g} ms windows above it: {share}. The class of the main chain that holds "
+                  f"it (the tree sees only the class, switching the rate itself): {holding}.", ""]
+    lines += _target_lines(result) + [""]
+    lines += _sweep_lines(result["class_sweep"]) + [""]
     lines += _sensitivity_lines(result["sensitivity"]) + [""]
-    lines += _search_lines(result["search"]) + ["", result["notes"], ""]
+    lines += _search_lines(result["search"]) + ["", NOTES, ""]
     return "\n".join(lines)
+
+
+def _class_range(edges_mbps: list[float], rate_mbps: float) -> str:
+    """The class (and its range of rates, Mbps) that a rate falls in."""
+    k = int(np.searchsorted(edges_mbps, rate_mbps, side="left"))
+    lo = edges_mbps[k - 1] if k > 0 else 0.0
+    hi = f"{edges_mbps[k]:.2f}" if k < len(edges_mbps) else "∞"
+    return f"class {k} ({lo:.2f}–{hi} Mbps)"
+
+
+def _ms(value: float) -> str:
+    """Milliseconds with enough digits for sub-millisecond models."""
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
+
+
+def _stages(stages: dict) -> str:
+    return ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stages.items())
+
+
+def _target_lines(result: dict) -> list[str]:
+    goal, cfg = result["targets"], result["config"]
+    lines = ["## Targets", "",
+             "| trace | tree below fixed plan (target ≥ 30% on 2 of 3) | oracle below fixed plan (the most any policy "
+             "gains) | tree above oracle (target ≤ 15%) | tree below switching | tree's held-out drop (bound "
+             f"{cfg['max_drop']:.0%}) |", "|---|---:|---:|---:|---:|---:|"]
+    for i, t in enumerate(result["traces"]):
+        lines.append(f"| {t['trace']} | {goal['below_fixed'][i]:+.1%} | {goal['oracle_below_fixed'][i]:+.1%} | "
+                     f"{goal['above_oracle'][i]:+.1%} | {goal['below_switching'][i]:+.1%} | "
+                     f"{goal['heldout_drop'][i]:+.1%} |")
+    met = {key: "met" if goal[key] else "missed" for key in ("below_fixed_met", "oracle_met", "accuracy_met")}
+    lines += ["", f"30% below the fixed plan on at least 2 traces: **{met['below_fixed_met']}**. Within 15% of the "
+              f"oracle on every trace: **{met['oracle_met']}**. Held-out accuracy within the bound on every trace: "
+              f"**{met['accuracy_met']}**."]
+    unreachable = [t["trace"] for t, reach in zip(result["traces"], goal["oracle_below_fixed"]) if reach < 0.30]
+    if unreachable:
+        lines += ["", f"On {', '.join(unreachable)} even the oracle, which knows the coming trace, is less than 30% "
+                  "below the fixed plan: no policy can meet that target there with these compositions."]
+    if not any(t["rows"]["oracle"]["offloaded"] for t in result["traces"]):
+        lines += ["", f"No method offloads any request, not even the oracle: running the whole model on the "
+                  f"emulated edge ({cfg['fastest_edge_ms']:.2f} ms) beats every offload, whose round trip alone is "
+                  f"{cfg['rtt']}. Every method then plays the same edge-only composition and the tree has nothing "
+                  "to gain."]
+    return lines
+
+
+def _sweep_lines(rows: list[dict]) -> list[str]:
+    lines = ["## The same compositions with other numbers of bandwidth classes", "",
+             "The tree re-solved over the measured compositions above with a chain of at most K classes (class "
+             "edges at quantiles of the trace's window rates), refitted per trace; forks as chosen with the main "
+             "chain. The column *n / b_k* is the same chain pricing an offload of n bytes at n over the class's "
+             "harmonic-mean rate instead of the delivery time measured from the class "
+             "(splitc.tree.markov.TransferTimes). Mean latency (ms):", "",
+             "| K | trace | classes fitted | fixed plan | switching | model tree | model tree, n / b_k | oracle | tree "
+             "below fixed | tree above oracle | tree below switching | n / b_k tree below fixed |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['classes']} | {r['trace']} | {r['fitted']} | {_ms(r['fixed plan'])} | "
+                     f"{_ms(r['switching'])} | {_ms(r['model tree'])} | {_ms(r['model tree, n / b_k'])} | "
+                     f"{_ms(r['oracle'])} | "
+                     f"{_ratio(1 - r['model tree'] / r['fixed plan']):+.1%} "
+                     f"| {_ratio(r['model tree'] / r['oracle'] - 1):+.1%} | "
+                     f"{_ratio(1 - r['model tree'] / r['switching']):+.1%} | "
+                     f"{_ratio(1 - r['model tree, n / b_k'] / r['fixed plan']):+.1%} |")
+    return lines
 
 
 def _sensitivity_lines(rows: list[dict]) -> list[str]:
     lines = ["## The same compositions at other round trips", "",
              "The measured compositions (bytes, bounds) and emulated times above, re-solved with another RTT "
              "(forks as chosen at the main RTT). Mean latency (ms, emulated compute + trace transfers):", "",
-             "| RTT | trace | fixed plan | switching | model tree | oracle | tree vs fixed | tree vs oracle | tree "
+             "| RTT | trace | fixed plan | switching | model tree | oracle | tree below fixed | tree above oracle | tree "
              "offloads |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['rtt']} | {r['trace']} | {r['fixed plan']:.2f} | {r['switching']:.2f} | "
-                     f"{r['model tree']:.2f} | {r['oracle']:.2f} | "
-                     f"{_ratio(1 - r['model tree'] / r['fixed plan']):+.1%} lower | "
+        lines.append(f"| {r['rtt']} | {r['trace']} | {_ms(r['fixed plan'])} | {_ms(r['switching'])} | "
+                     f"{_ms(r['model tree'])} | {_ms(r['oracle'])} | "
+                     f"{_ratio(1 - r['model tree'] / r['fixed plan']):+.1%} | "
                      f"{_ratio(r['model tree'] / r['oracle'] - 1):+.1%} | {r['offloaded']:.0%} |")
     return lines
 
@@ -289,18 +498,20 @@ def _search_lines(search: dict) -> list[str]:
     return lines
 
 
-def plot(result: dict, path: Path, every: float) -> None:
+def plot(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     traces = result["traces"]
+    every = result["config"]["every_s"]
     fig, axes = plt.subplots(len(traces) + 1, 1, figsize=(9, 3.2 * (len(traces) + 1)), dpi=100)
     for ax, t in zip(axes, traces):
         for m in METHODS:
-            ys = t["series"][m]
-            ax.plot(np.arange(len(ys)) * every, ys, linewidth=0.9, label=m)
+            sparse = t["spacing_s"] > 1.01 * every  # requests spread out over a long trace: mark each
+            ax.plot(t["series_t"], t["series"][m], linewidth=0.9, label=m, marker="." if sparse else None,
+                    markersize=3)
         ax.set_ylabel("latency ms (emulated)")
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_ylim(0, 1.15 * max(max(t["series"][m]) for m in METHODS))
@@ -327,76 +538,128 @@ def plot(result: dict, path: Path, every: float) -> None:
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- the run
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trace_dir", type=Path)
-    parser.add_argument("--model"), parser.add_argument("--calib"), parser.add_argument("--heldout")
-    parser.add_argument("--edge", default="raspberry-pi-4")
+    parser.add_argument("--model", default="vgg16", help="vgg16, digits, or an ONNX file (with --calib, --heldout)")
+    parser.add_argument("--calib"), parser.add_argument("--heldout")
+    parser.add_argument("--target", help="edge target (default: jetson-nano for vgg16, else raspberry-pi-4)")
     parser.add_argument("--cloud", default="t4")
     parser.add_argument("--rtt", default="20ms")
-    parser.add_argument("--rtts", default="10ms,5ms,2ms", help="other round trips to re-solve at")
-    parser.add_argument("--max-drop", default="2%")
-    parser.add_argument("--forks", type=int, default=6)
+    parser.add_argument("--rtts", default="5ms,10ms,50ms", help="other round trips to re-solve at")
+    parser.add_argument("--max-drop", default=None, help="accuracy bound (default 5%% for vgg16, else 2%%)")
+    parser.add_argument("--forks", type=int, default=None, help="forks (default 4 for vgg16, else 6)")
+    parser.add_argument("--all-forks", action="store_true", help="vgg16: every cut vertex is a fork candidate")
     parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--class-sweep", default="2,3,5,8,12", help="numbers of classes to re-solve with")
     parser.add_argument("--step", type=float, default=0.1, help="chain step (s)")
     parser.add_argument("--every", type=float, default=0.2, help="seconds between requests")
+    parser.add_argument("--max-requests", type=int, default=700, help="requests per trace at most (0: no cap)")
     parser.add_argument("--bw", default="100kbps..50Mbps", help="switching range")
+    parser.add_argument("--train", type=int, default=240, help="vgg16: crops the classifier is fitted on")
+    parser.add_argument("--calib-size", type=int, default=96, help="vgg16: calibration crops")
+    parser.add_argument("--heldout-size", type=int, default=128, help="vgg16: held-out crops")
     parser.add_argument("--heldout-limit", type=int, default=512)
     parser.add_argument("--budgets", default="1,10,100,1000")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--plot-s", type=float, default=120.0, help="trace seconds shown in the plot")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    vgg = args.model == "vgg16"
+    args.target = args.target or DEFAULT_TARGET.get(args.model, "raspberry-pi-4")
+    args.max_drop = parse_fraction(args.max_drop or ("5%" if vgg else "2%"))
+    args.forks = args.forks or (4 if vgg else 6)
+    args.pooling_forks = vgg and not args.all_forks
     lo, _, hi = args.bw.partition("..")
     args.span = (parse_bandwidth(lo), parse_bandwidth(hi))
     args.rtts = [r for r in args.rtts.split(",") if r]
+    args.class_sweep = [int(k) for k in args.class_sweep.split(",") if k]
     return args
 
 
 def main() -> None:
     args = parse_args()
-    started = time.time()
+    started, cpu, stages = time.time(), time.process_time(), {}
+
+    def stage(name: str, since: float) -> float:
+        now = time.time()
+        stages[name] = now - since
+        return now
+
     traces = {name: load_trace(args.trace_dir / f"{name}.up") for name in TRACES}
-    model, calib, heldout = pick_model(args)
-    options = TreeOptions(calib=calib, target=args.edge, cloud=args.cloud, rtt=args.rtt,
-                          max_drop=parse_fraction(args.max_drop), forks=args.forks, classes=args.classes,
-                          step_s=args.step)
-    tree = build_tree(model, list(traces.values()), options, progress=lambda s: print(s, flush=True))
     with tempfile.TemporaryDirectory() as tmp:
+        work = prepare(args, Path(tmp))
+        mark = stage("model and crops", started)
+        options = TreeOptions(calib=work["calib"], target=args.target, cloud=args.cloud, rtt=args.rtt,
+                              max_drop=args.max_drop, forks=args.forks, classes=args.classes, step_s=args.step)
+        with pooling_forks(args.pooling_forks):
+            tree = build_tree(work["model"], list(traces.values()), options,
+                              progress=lambda s: print(f"{time.time() - started:6.0f} s  {s}", flush=True))
         sizes = tree.save(Path(tmp) / "out")
-    inputs = [v.name for v in tree.analysis.graph.inputs]
-    accuracy = Accuracy(tree, *heldout_set(heldout, inputs, args.heldout_limit))
-    chains = {name: fit_chain(trace, args.classes, args.step) for name, trace in traces.items()}
-    rows = [run_trace(name, trace, chains[name], tree, args, accuracy) for name, trace in traces.items()]
+        mark = stage("tree build", mark)
+        inputs = [v.name for v in tree.analysis.graph.inputs]
+        accuracy = Accuracy(tree, *heldout_set(work["heldout"], inputs, args.heldout_limit))
+        chains = {name: fit_chain(trace, args.classes, args.step) for name, trace in traces.items()}
+        starts = {name: request_starts(trace, args.every, args.max_requests) for name, trace in traces.items()}
+        served = {name: serve_trace(tree.spec, trace, chains[name], starts[name], args, tree.options.max_drop)
+                  for name, trace in traces.items()}
+        mark = stage("replays", mark)
+        print(f"{time.time() - started:6.0f} s  held-out accuracy", flush=True)
+        accuracy.measure({leaf for results, _ in served.values() for _, chosen in results.values() for leaf in chosen})
+        mark = stage("held-out accuracy", mark)
+    even = break_even(tree.spec, tree.options.max_drop)
+    rows = [run_trace(name, trace, chains[name], starts[name], *served[name], tree, args, accuracy, even)
+            for name, trace in traces.items()]
     search = search_comparison(tree, [int(b) for b in args.budgets.split(",")], args.seeds)
-    result = {"config": _config(args, model, tree, sizes, len(accuracy.samples)), "traces": rows,
-              "search": search, "targets": targets(rows), "sensitivity": sensitivity(tree, traces, chains, args),
-              "wall_s": time.time() - started, "notes": NOTES}
+    sweep = class_sweep(tree, traces, starts, {name: served[name][0] for name in traces}, args)
+    shifted = sensitivity(tree, traces, chains, starts, args)
+    stage("search, sweeps", mark)
+    result = {"config": _config(args, work, tree, sizes, accuracy, even), "traces": rows, "search": search,
+              "targets": targets(rows, accuracy.float_accuracy, tree.options.max_drop), "class_sweep": sweep,
+              "sensitivity": shifted, "stages_s": stages, "wall_s": time.time() - started,
+              "cpu_s": time.process_time() - cpu}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tree.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "tree.md").write_text(markdown(result))
-    plot(result, args.out / "tree.png", args.every)
+    plot(result, args.out / "tree.png")
     print(markdown(result))
 
 
-def _config(args, model, tree, sizes, heldout_count) -> dict:
+def _config(args, work, tree, sizes, accuracy, even) -> dict:
+    import platform
+
+    model = Path(work["model"])
     variants = sorted({v.name for block in tree.blocks for v in block})
-    return {"model": str(Path(model).relative_to(ROOT)) if Path(model).is_relative_to(ROOT) else str(model),
-            "model_note": "trained" if "trained" in str(model) or "digits" in str(model) else "given",
-            "edge": args.edge, "cloud": args.cloud, "rtt": args.rtt, "max_drop": tree.options.max_drop,
-            "calib_samples": tree.tables.samples, "metric": tree.tables.metric, "heldout": heldout_count,
-            "forks": len(tree.forks), "candidates": tree.candidates, "variants": ", ".join(variants),
-            "widths": ", ".join(f"{w}" for w in tree.options.widths), "classes": args.classes, "step_s": args.step,
-            "every_s": args.every, "bw": args.bw, "disk_bytes": sizes["total"], "block_bytes": sizes["blocks"],
+    forks = ", ".join("+".join(f.tensors) for f in tree.forks)
+    return {"model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else work["name"],
+            "model_note": work["note"], "train": work.get("train"),
+            "edge": args.target, "cloud": args.cloud, "rtt": args.rtt, "max_drop": tree.options.max_drop,
+            "calib_samples": tree.tables.samples, "metric": tree.tables.metric, "heldout": len(accuracy.samples),
+            "float_accuracy": accuracy.float_accuracy, "forks": len(tree.forks), "fork_names": forks,
+            "candidates": tree.candidates,
+            "candidate_rule": "the input and the pooling outputs" if args.pooling_forks else "every cut vertex",
+            "variants": ", ".join(variants), "widths": ", ".join(f"{w}" for w in tree.options.widths),
+            "classes": args.classes, "step_s": args.step, "every_s": args.every, "max_requests": args.max_requests,
+            "bw": args.bw, "disk_bytes": sizes["total"], "block_bytes": sizes["blocks"],
             "entry_bytes": sizes["entry_points"], "model_bytes": tree.analysis.graph.model.ByteSize(),
             "fork_tensors": [list(f.tensors) for f in tree.forks],
-            "edge_only_ms": tree.analysis.result.edge_only.edge_ms}
+            "edge_only_ms": tree.analysis.result.edge_only.edge_ms,
+            "fastest_edge_ms": min(tree.spec.edge_ms(leaf.path) for leaf in leaves(tree.spec, tree.options.max_drop)
+                                   if leaf.option is None),
+            "cloud_ms": tree.forks[0].cloud_ms, "break_even": even,
+            "host": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs"}
 
 
 NOTES = ("Notes: all four methods choose among the same measured compositions, each within the certified bound, "
          "so their held-out accuracy differs only through which compositions they use. The switching row uses the "
-         "rate of the step before each request with no hysteresis (the best case of a --bw plan set). The oracle "
-         "knows the trace ahead and picks per request; no deciding policy can be faster on the same requests.")
+         "rate of the step before each request with no hysteresis (the best case of a --bw plan set), and prices "
+         "a composition at that rate as if it held. The model tree prices an offload with the delivery time the "
+         "trace gives, on average, from a decision in the class just measured (splitc.tree.markov.TransferTimes). "
+         "The oracle knows the trace ahead and picks per request; no deciding policy can be faster on the same "
+         "requests.")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -13,6 +14,7 @@ from splitc.tree import (Action, BandwidthChain, Block, Trace, TraceError, TreeP
                          epsilon_greedy, evaluate, fit_chain, fixed_plan, fixed_policy, leaf_latencies, leaves,
                          load_trace, oracle, random_search, simulate, solve, synthetic_spec, synthetic_trace)
 from splitc.tree.markov import class_edges
+from splitc.tree.simulate import measured_rate
 
 # ----------------------------------------------------------------------------- traces
 
@@ -115,6 +117,31 @@ def test_harmonic_representative_gives_the_mean_transfer_time() -> None:
         assert chain.bandwidth[c] <= chain.mean_bandwidth[c]
     assert fit_chain(Trace(synthetic_trace(rates_mbps, 0.1)), 2, 0.1, "mean").bandwidth == pytest.approx(
         chain.mean_bandwidth)
+
+
+def test_offload_times_are_the_delivery_times_measured_from_each_class() -> None:
+    # outages of five steps, a fast second and a slow half second: the class is measured on the step before
+    # a decision, the bytes cross in the windows after it
+    trace = Trace(synthetic_trace(([0.0] * 5 + [6.0] * 10 + [0.5] * 5) * 3, 0.1))
+    chain = fit_chain(trace, classes=2, step_s=0.1)
+    starts = trace.period_ms + np.arange(0.0, trace.period_ms, 1.0)
+    classes = chain.classify(measured_rate(trace, starts, 0.1))
+    for nbytes in (1500, 30_000):
+        taken = trace.delivery_ms(starts, nbytes) - starts
+        replayed = np.array([taken[classes == c].mean() for c in range(chain.num_classes)])
+        assert chain.transfer_ms(nbytes) == pytest.approx(replayed, rel=0.02, abs=0.1)  # 5 ms vs 1 ms grids
+    # n / b_k alone is off by a factor of about 2.6 in the outage class and 0.5 in the fast one
+    assert 30_000 / chain.bandwidth[0] * 1e3 > 2 * chain.transfer_ms(30_000)[0]
+    assert 30_000 / chain.bandwidth[1] * 1e3 < 0.6 * chain.transfer_ms(30_000)[1]
+    # so the solved policy's expected latency is what its replay measures
+    spec = TreeSpec([Block("b0", [Variant("base", 150.0)])], lambda f, p: [("raw", 30_000.0, 0.0)],
+                    lambda f, p: 5.0, lambda p: 0.0, 20.0)
+    policy = solve(spec, chain)
+    assert [a.kind for a in policy.nodes[(0, ())]] == ["run", "offload"]
+    replay = simulate(policy, spec, trace, np.arange(0.0, trace.period_ms / 1e3, 0.001))
+    assert policy.mean_ms == pytest.approx(replay.mean(), rel=0.02)
+    harmonic = dataclasses.replace(chain, transfer=None, _powers={})
+    assert abs(evaluate(policy, spec, harmonic) @ chain.stationary / replay.mean() - 1) > 0.1
 
 
 def test_class_edges_never_split_equal_rates() -> None:
@@ -269,7 +296,11 @@ def test_constant_bandwidth_reduces_the_tree_to_the_fixed_plan(seed: int) -> Non
     tree = solve(spec, chain, 0.02)
     plan = fixed_plan(spec, trace.mean_rate_bps / 8, 0.02)
     assert tree.leaves() == [plan.leaf]
-    assert tree.mean_ms == pytest.approx(plan.latency_ms)
+    # the expected latency is that of the trace's packets (the first one waits half a packet time on
+    # average), within one packet time (2 ms) of the constant-rate figure
+    assert abs(tree.mean_ms - plan.latency_ms) <= 2.0
+    dense = np.arange(0.0, 2.0, 0.001)
+    assert tree.mean_ms == pytest.approx(simulate(tree, spec, trace, dense).mean(), rel=1e-3)
     starts = np.linspace(0.0, 5.0, 23)
     assert simulate(tree, spec, trace, starts) == pytest.approx(leaf_latencies(spec, plan.leaf, trace, starts))
 

@@ -40,8 +40,10 @@ def calib(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, calib):
     trace = Trace(synthetic_trace(RATES_MBPS, 1.0), "synthetic")
+    # a 5 ms round trip: at 2 Mbps the first packet waits 3 ms on average, and decisions measured at the end of
+    # the fast second send in the slow one, so with 20 ms the float16 edge (24 ms) would win in every class
     tree = build_tree(DIGITS / "digits_cnn.onnx", [trace],
-                      TreeOptions(calib=calib, target=SLOW, rtt="20ms", max_drop=MAX_DROP, forks=3, classes=2))
+                      TreeOptions(calib=calib, target=SLOW, rtt="5ms", max_drop=MAX_DROP, forks=3, classes=2))
     out = tmp_path_factory.mktemp("tree") / "out"
     tree.save(out)
     return tree, out

@@ -38,7 +38,7 @@ from splitc.joint import Choice
 from splitc.partition.select import Option
 from splitc.passes import qdq
 from splitc.passes.base import PassManager
-from splitc.tree.markov import BandwidthChain
+from splitc.tree.markov import BandwidthChain, TransferTimes
 from splitc.tree.measure import OptionRecord, Tables, spec_from_tables
 from splitc.tree.policy import TreePolicy
 from splitc.tree.spec import TreeSpec, Variant
@@ -109,6 +109,7 @@ def _chain_json(tree) -> dict:
     return {"classes": chain.num_classes, "step_s": chain.step_s, "edges_Bps": chain.edges.tolist(),
             "bandwidth_Bps": chain.bandwidth.tolist(), "mean_Bps": chain.mean_bandwidth.tolist(),
             "matrix": chain.matrix.tolist(), "counts": chain.counts.tolist(), "stationary": chain.stationary.tolist(),
+            "transfer_ms": chain.transfer.to_json() if chain.transfer is not None else {},
             "traces": [{"source": Path(t.source).name, "mean_bps": t.mean_rate_bps, "period_ms": t.period_ms}
                        for t in tree.traces]}
 
@@ -218,8 +219,10 @@ def read_tree(out_dir: str | Path) -> TreeOutput:
         blocks = [[Variant(v["name"], float(v["edge_ms"])) for v in b["variants"]] for b in data["blocks"]]
         spec = spec_from_tables([f["cloud_ms"] for f in data["forks"]], blocks, tables, float(data["rtt_ms"]))
         c = data["chain"]
-        chain = BandwidthChain(float(c["step_s"]), *(np.array(c[k], float) for k in (
-            "edges_Bps", "bandwidth_Bps", "mean_Bps", "matrix", "counts", "stationary")))
+        arrays = [np.array(c[k], float) for k in ("edges_Bps", "bandwidth_Bps", "mean_Bps", "matrix", "counts",
+                                                  "stationary")]
+        transfer = TransferTimes.from_json(len(arrays[1]), c["transfer_ms"]) if c.get("transfer_ms") else None
+        chain = BandwidthChain(float(c["step_s"]), *arrays, transfer)
         policy = TreePolicy.from_json(json.dumps(data["policy"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SplitcError(f"{path}: not a readable model-tree output: {exc}") from exc

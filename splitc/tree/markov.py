@@ -11,16 +11,25 @@ rate is the bytes its delivery opportunities carry divided by Δ.
   that coincide are merged, so the chain has at most K classes and every class
   holds at least one window (a constant link gives one class). A rate above
   an edge belongs to the class above it.
-* **Representative bandwidth.** An offload of ``n`` bytes in class k takes
-  ``n / b_k``. Over the windows of class k its mean is ``n * mean(1 / r_w)``,
-  i.e. ``n`` over the *harmonic* mean of the window rates, so that is the
-  default representative (``representative="harmonic"``); the arithmetic mean
-  underestimates every transfer time in a class whose rates vary. The
-  harmonic mean is exact for transfers shorter than a window; a transfer
-  spanning many windows averages rates over time, which the arithmetic mean
-  (``"mean"``) describes better. A window with no opportunity counts as one
-  packet per window (a transfer started in it waits at most about a window),
-  else one outage would make the class's transfers take forever.
+* **Transfer times.** The class is observed on the step *before* a decision,
+  while the bytes of an offload cross in the windows *after* it, often many of
+  them (an outage lasts several steps; a large tensor spans several windows).
+  So the expected time of sending ``n`` bytes from a decision in class k is
+  measured on the traces themselves (``TransferTimes``): decision times every
+  ``step_s / 20`` over each trace (in its repeating regime), each classified by
+  the rate of the step before it as the edge measures it, and per class the
+  mean of the trace's exact delivery time of ``ceil(n / 1500)`` packets from
+  those times (``Trace.delivery_ms``). ``chain.transfer_ms(n)`` returns it per
+  class; the solver and ``evaluate`` price offloads with it.
+* **Representative bandwidth.** ``bandwidth`` (b_k) is the *harmonic* mean of
+  the window rates of class k (``representative="harmonic"``, the default;
+  ``"mean"`` the arithmetic mean, also kept as ``mean_bandwidth``), a window
+  with no opportunity counting as one packet per window. ``n / b_k`` is the
+  transfer time of a chain without measured transfer times (one built by
+  hand, or read back for a size its table does not hold); it is exact only
+  for a transfer in a window of the measured class, so it is wrong in both
+  directions on real links (too slow where a short dip is followed by a good
+  window, too fast where an outage lasts several windows).
 * **Transitions.** The class sequence of each trace's windows gives counts
   c[i, j] of steps i -> j (the last window is followed by the first when the
   period is a whole number of steps, since the trace repeats); the one-step
@@ -44,7 +53,78 @@ import numpy as np
 from splitc.errors import SplitcError
 from splitc.tree.traces import MTU, Trace
 
-__all__ = ["BandwidthChain", "class_edges", "fit_chain"]
+__all__ = ["BandwidthChain", "TransferTimes", "class_edges", "fit_chain", "last_step_rate"]
+
+
+def last_step_rate(trace: Trace, t_ms, step_s: float) -> np.ndarray:
+    """Rate (bytes/s) of the trace's opportunities in ``(t - step, t]``: what the edge measures at ``t``."""
+    return (trace.count(t_ms) - trace.count(np.asarray(t_ms) - step_s * 1e3)) * MTU / step_s
+
+
+class TransferTimes:
+    """Expected delivery time (ms) of ``n`` bytes from a decision in each class, measured on traces.
+
+    ``starts`` holds, per trace, the decision times (ms, repeating regime) and
+    their classes; ``transfer_ms(n)`` is, per class, the mean over that class's
+    decision times of the exact delivery time of ``ceil(n / 1500)`` packets
+    (one value per packet count, computed once and kept in ``table``). A table
+    read back without traces answers the packet counts it holds exactly and
+    interpolates linearly between them; outside them, or in a class without
+    decision times, the caller's fallback (``n / b_k``) applies (NaN here).
+    """
+
+    def __init__(self, classes: int, starts: Sequence[tuple[Trace, np.ndarray, np.ndarray]] = (),
+                 table: dict[int, np.ndarray] | None = None) -> None:
+        self.classes = classes
+        self.starts = list(starts)
+        self.table: dict[int, np.ndarray] = {int(p): np.asarray(v, float) for p, v in (table or {}).items()}
+
+    @classmethod
+    def measure(cls, traces: Sequence[Trace], edges: np.ndarray, step_s: float,
+                resolution_s: float | None = None) -> TransferTimes:
+        """Decision times every ``resolution_s`` (default ``step_s / 20``) over each trace, classified."""
+        every_ms = (resolution_s or step_s / 20) * 1e3
+        starts = []
+        for trace in traces:
+            # the repeating regime, at least one step after time 0, as the replays place requests
+            offset = trace.period_ms * max(1, math.ceil(step_s * 1e3 / trace.period_ms))
+            times = offset + np.arange(0.0, trace.period_ms, every_ms)
+            starts.append((trace, times, np.searchsorted(edges, last_step_rate(trace, times, step_s), side="left")))
+        return cls(len(edges) + 1, starts)
+
+    def _packets(self, packets: int) -> np.ndarray:
+        if packets not in self.table:
+            if not self.starts:
+                return self._interpolate(packets)
+            total, count = np.zeros(self.classes), np.zeros(self.classes)
+            for trace, times, labels in self.starts:
+                taken = trace.delivery_ms(times, packets * MTU) - times
+                total += np.bincount(labels, weights=taken, minlength=self.classes)
+                count += np.bincount(labels, minlength=self.classes)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.table[packets] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        return self.table[packets]
+
+    def _interpolate(self, packets: int) -> np.ndarray:
+        known = sorted(self.table)
+        if not known or not known[0] <= packets <= known[-1]:
+            return np.full(self.classes, np.nan)
+        values = np.array([self.table[p] for p in known])
+        return np.array([np.interp(packets, known, values[:, c]) for c in range(self.classes)])
+
+    def __call__(self, nbytes: float) -> np.ndarray:
+        """Expected delivery time (ms) of ``nbytes`` per class (NaN where not known)."""
+        packets = math.ceil(float(nbytes) / MTU)  # as Trace.delivery_ms counts them
+        return np.zeros(self.classes) if packets <= 0 else self._packets(packets)
+
+    def to_json(self) -> dict:
+        """The table measured so far: packet count -> ms per class (null where unknown)."""
+        return {str(p): [None if np.isnan(x) else float(x) for x in v] for p, v in sorted(self.table.items())}
+
+    @classmethod
+    def from_json(cls, classes: int, data: dict) -> TransferTimes:
+        """A table read back (no traces: known counts exact, others interpolated)."""
+        return cls(classes, table={int(p): [np.nan if x is None else float(x) for x in v] for p, v in data.items()})
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,10 +132,11 @@ class BandwidthChain:
     """Bandwidth classes (slowest first) and their Markov transitions per step of ``step_s`` seconds.
 
     ``edges`` (K-1, bytes/s) separate the classes; ``bandwidth`` (K, bytes/s)
-    are the representatives used for transfer times, ``mean_bandwidth`` the
+    are the representatives (harmonic means), ``mean_bandwidth`` the
     arithmetic means; ``matrix`` is the one-step transition matrix (rows sum
     to 1), ``counts`` the observed transitions, ``stationary`` its
-    stationary distribution.
+    stationary distribution; ``transfer`` the delivery times measured on the
+    traces the chain was fitted from (None: ``n / bandwidth``).
     """
 
     step_s: float
@@ -65,6 +146,7 @@ class BandwidthChain:
     matrix: np.ndarray
     counts: np.ndarray
     stationary: np.ndarray
+    transfer: TransferTimes | None = field(default=None, repr=False, compare=False)
     _powers: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -75,6 +157,14 @@ class BandwidthChain:
     def classify(self, rate):
         """Class of a rate (bytes/s) or of an array of rates: the number of edges below it."""
         return np.searchsorted(self.edges, rate, side="left")
+
+    def transfer_ms(self, nbytes: float) -> np.ndarray:
+        """Expected time (ms) to deliver ``nbytes`` from a decision in each class (see ``TransferTimes``)."""
+        fallback = float(nbytes) / self.bandwidth * 1e3
+        if self.transfer is None:
+            return fallback
+        measured = self.transfer(nbytes)
+        return np.where(np.isnan(measured), fallback, measured)
 
     def power(self, steps: int) -> np.ndarray:
         """The transition matrix over ``steps`` whole steps."""
@@ -126,7 +216,10 @@ def _stationary(matrix: np.ndarray) -> np.ndarray:
 
 def fit_chain(traces: Trace | Sequence[Trace], classes: int = 2, step_s: float = 0.1,
               representative: str = "harmonic", smoothing: float = 1.0) -> BandwidthChain:
-    """Fit a bandwidth chain with at most ``classes`` classes and a step of ``step_s`` s from traces."""
+    """Fit a bandwidth chain with at most ``classes`` classes and a step of ``step_s`` s from traces.
+
+    Its ``transfer`` times are measured on the same traces (``TransferTimes.measure``).
+    """
     traces = [traces] if isinstance(traces, Trace) else list(traces)
     if not traces:
         raise SplitcError("fitting a bandwidth chain needs at least one trace")
@@ -151,4 +244,5 @@ def fit_chain(traces: Trace | Sequence[Trace], classes: int = 2, step_s: float =
     matrix = np.where(rows > 0, smoothed / np.where(rows > 0, rows, 1), np.eye(k))
     labels = np.searchsorted(edges, pooled, side="left")
     bandwidth, mean = _representatives(pooled, labels, k, step_s, representative)
-    return BandwidthChain(step_s, edges, bandwidth, mean, matrix, counts, _stationary(matrix))
+    return BandwidthChain(step_s, edges, bandwidth, mean, matrix, counts, _stationary(matrix),
+                          TransferTimes.measure(traces, edges, step_s))

@@ -1,10 +1,12 @@
 """The exact model-tree policy: backward induction over (fork, path, bandwidth class).
 
 The state at a decision is the fork f, the path of variants run so far and
-the bandwidth class k observed at the fork. With the chain's representative
-bandwidth b_k and transition matrix P(d) over a duration d:
+the bandwidth class k observed at the fork. With T_k(n) the chain's expected
+time to deliver n bytes from a decision in class k (``chain.transfer_ms``:
+measured on the traces the chain was fitted from, else ``n / b_k``) and its
+transition matrix P(d) over a duration d:
 
-* offload with option o:  ``rtt + bytes_o / b_k + cloud_ms(f, path)``;
+* offload with option o:  ``rtt + T_k(bytes_o) + cloud_ms(f, path)``;
 * run variant v of block f:  ``edge_ms_v + sum_k' P(edge_ms_v)[k, k'] V(f+1, path+v, k')``;
 * at fork B:  ``V = 0`` (the result is on the edge).
 
@@ -129,7 +131,7 @@ def _action(item: Mapping) -> Action:
 
 
 def offload_ms(spec: TreeSpec, fork: int, path: Path, nbytes, bandwidth):
-    """Latency (ms) of offloading ``nbytes`` at ``fork`` after ``path`` over ``bandwidth`` (bytes/s)."""
+    """Latency (ms) of offloading ``nbytes`` at ``fork`` after ``path`` over a constant ``bandwidth`` (bytes/s)."""
     return spec.rtt_ms + np.asarray(nbytes) / np.asarray(bandwidth) * 1e3 + spec.cloud_ms(fork, path)
 
 
@@ -158,11 +160,9 @@ def solve(spec: TreeSpec, chain: BandwidthChain, max_drop: float = math.inf) -> 
         for path in spec.paths(fork):
             actions, rows = [], []
             options = [(j, o) for j, o in enumerate(spec.options(fork, path)) if o.drop <= max_drop]
-            if options:
-                cost = offload_ms(spec, fork, path, np.array([o.nbytes for _, o in options])[:, None],
-                                  chain.bandwidth[None, :])
-                actions += [Action("offload", j, o.label) for j, o in options]
-                rows += list(cost)
+            for j, option in options:
+                actions.append(Action("offload", j, option.label))
+                rows.append(spec.rtt_ms + chain.transfer_ms(option.nbytes) + spec.cloud_ms(fork, path))
             for v, variant in enumerate(spec.blocks[fork].variants):
                 after = value[path + (v,)]
                 if np.isfinite(after).all():
@@ -220,7 +220,7 @@ def evaluate(policy: TreePolicy | Nodes, spec: TreeSpec, chain: BandwidthChain,
             for c, action in enumerate(actions):
                 if action.kind == "offload":
                     option = options[action.index]
-                    out[c] = (offload_ms(spec, fork, path, option.nbytes, chain.bandwidth[c])
+                    out[c] = (spec.rtt_ms + chain.transfer_ms(option.nbytes)[c] + spec.cloud_ms(fork, path)
                               if option.drop <= max_drop else math.inf)
                 else:
                     variant = spec.blocks[fork].variants[action.index]

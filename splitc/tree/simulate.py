@@ -24,9 +24,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from splitc.errors import SplitcError
+from splitc.tree.markov import last_step_rate
 from splitc.tree.policy import TreePolicy
 from splitc.tree.spec import Leaf, TreeSpec, leaves
-from splitc.tree.traces import MTU, Trace
+from splitc.tree.traces import Trace
 
 __all__ = ["leaf_latencies", "measured_rate", "oracle", "simulate"]
 
@@ -38,7 +39,7 @@ def _offset_ms(trace: Trace, step_s: float) -> float:
 
 def measured_rate(trace: Trace, t_ms, step_s: float) -> np.ndarray:
     """Rate (bytes/s) of the opportunities in ``(t - step, t]`` (``t_ms`` >= step)."""
-    return (trace.count(t_ms) - trace.count(np.asarray(t_ms) - step_s * 1e3)) * MTU / step_s
+    return last_step_rate(trace, t_ms, step_s)
 
 
 def _starts(start_times_s: Sequence[float]) -> np.ndarray:
