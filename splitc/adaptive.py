@@ -189,6 +189,8 @@ def compile_range(model, bandwidth: str | tuple[float, float], options: CompileO
     ``options`` and keyword ``settings`` are those of ``splitc.compile`` (its ``bandwidth`` is ignored).
     """
     opts = CompileOptions.build(options, **settings)
+    if opts.compress:
+        raise SplitcError("--compress takes a single --bw rate, not a range (compile one rate per plan)")
     lo, hi = parse_range(bandwidth) if isinstance(bandwidth, str) else map(float, bandwidth)
     step = progress or (lambda _stage: None)
     base = analyse(model, opts.target, opts.cloud, hi, opts.rtt, opts.input_shapes, progress, opts.edge_precision)

@@ -120,18 +120,21 @@ class Analysis:
             return make_partition(self.problem, on_cloud)
         return forced_partition(self.problem, list(cut))
 
-    def split(self, cut: list[str] | None = None, alternatives: int = 5, choice: Choice | None = None) -> CompiledSplit:
+    def split(self, cut: list[str] | None = None, alternatives: int = 5, choice: Choice | None = None,
+              edge_passes: tuple = ()) -> CompiledSplit:
         """The optimal split, or the one that sends exactly ``cut`` (``[]``: edge-only).
 
         With a ``choice`` (from ``splitc.joint.choose``) its cut is emitted with
-        the quantize/dequantize nodes of its encodings.
+        the quantize/dequantize nodes of its encodings. ``edge_passes`` run on
+        the edge half before them (an INT8 edge: ``splitc.compress.ToInt8Edge``).
         """
         forced = cut is not None
         if choice is not None:
             cut = list(choice.option.cut)
         part = self.result.best if cut is None else self.partition_for(cut)
         link = (self.problem.bandwidth, self.problem.rtt_ms)
-        return _assemble(self.graph, part, self.result, self.costs, self.models, link, alternatives, forced, choice)
+        return _assemble(self.graph, part, self.result, self.costs, self.models, link, alternatives, forced, choice,
+                         edge_passes)
 
 
 def analyse(
@@ -197,6 +200,9 @@ def compile(model: str | Path | onnx.ModelProto, options: CompileOptions | None 
     ``confidence`` is the level of the certified upper bound on the drop that
     must be within ``max_drop`` (``splitc.calibration.confidence``).
     ``emit_fallback`` marks the plan ``fallback: true`` (ship the cloud half to the edge).
+    ``compress`` (``"auto"`` or names from ``splitc.compress.names.FAMILIES``; needs ``calib``) lets the
+    compile rewrite the edge half too: the cut, the width and the edge variant are chosen together,
+    each variant's accuracy measured (docs/compression.md); the plan records it in ``edge.compression``.
     """
     opts = CompileOptions.build(_legacy(options, settings), **settings)
     analysis = analyse(model, opts.target, opts.cloud, opts.bandwidth, opts.rtt, opts.input_shapes, progress,
@@ -204,15 +210,21 @@ def compile(model: str | Path | onnx.ModelProto, options: CompileOptions | None 
     step = progress or (lambda _stage: None)
     cut = None if opts.cut is None else list(opts.cut)
     choice = None
-    if opts.bits != 32 or opts.calib is not None:
+    if opts.compress:  # the edge variant is chosen with the cut and the width (docs/compression.md)
+        from splitc.compress.emit import compile_compressed
+
         with using_confidence(opts.confidence):
-            choice = choose(analysis, opts.encoding(), cut, progress)
-        calibration_warnings(choice.table, opts.max_drop)
-    if opts.edge_precision == "fp16" and opts.calib is None:
-        warnings.warn("no --calib data: the accuracy of the float16 edge half was NOT checked", UncheckedAccuracy,
-                      stacklevel=2)
-    step("emitting the halves")
-    split = analysis.split(cut, opts.alternatives, choice)
+            split = compile_compressed(analysis, opts, progress)
+    else:
+        if opts.bits != 32 or opts.calib is not None:
+            with using_confidence(opts.confidence):
+                choice = choose(analysis, opts.encoding(), cut, progress)
+            calibration_warnings(choice.table, opts.max_drop)
+        if opts.edge_precision == "fp16" and opts.calib is None:
+            warnings.warn("no --calib data: the accuracy of the float16 edge half was NOT checked",
+                          UncheckedAccuracy, stacklevel=2)
+        step("emitting the halves")
+        split = analysis.split(cut, opts.alternatives, choice)
     if opts.preprocess is not None:
         from splitc.calibration.images import Preprocess
 
@@ -243,14 +255,15 @@ def calibration_warnings(table, max_drop: float) -> None:
             warnings.warn(note, CalibrationWarning, stacklevel=3)
 
 
-def _assemble(graph, part, result, costs, models, link, alternatives, forced, choice=None) -> CompiledSplit:
+def _assemble(graph, part, result, costs, models, link, alternatives, forced, choice=None,
+              edge_passes=()) -> CompiledSplit:
     edge_model, cloud_model = models
     edge_spec = emit.edge_spec(graph, part.edge_nodes, part.cut_values)
     encodings = list(choice.encodings) if choice else []
     fp16 = [precision.ToFloat16Edge()] if precision.edge_precision(models) == "fp16" and part.edge_nodes else []
     outputs = {t for t in part.cut_values if graph.values[t].is_graph_output}
     edge = _run_passes(emit.emit_half(graph, edge_spec, f"{graph.name}_edge"),
-                       [*fp16, qdq.InsertQuantize(encodings, keep=outputs)])
+                       [*fp16, *(edge_passes if part.edge_nodes else ()), qdq.InsertQuantize(encodings, keep=outputs)])
     cloud = None
     if part.cloud_nodes:
         cloud_spec = emit.cloud_spec(part.cloud_nodes, part.cut_values, part.returned_values)

@@ -27,7 +27,9 @@ class CompileOptions:
     to send (``()``: edge-only; None: the optimum). ``bits``: ``"auto"``, 1..8, 16 or 32. ``codec``:
     ``huffman`` or ``none``. ``calib``: calibration data (``.npz`` or an image folder with
     ``preprocess``). ``max_drop`` and ``confidence``: the certified accuracy bound. ``edge_precision``:
-    ``fp32`` or ``fp16``. ``emit_fallback``: mark the plan usable for a local fallback.
+    ``fp32`` or ``fp16``. ``emit_fallback``: mark the plan usable for a local fallback. ``compress``: the edge
+    rewrites the compile may choose among (``splitc.compress.names.FAMILIES``; a string ``"auto"``, ``"none"``
+    or ``"a,b"`` is parsed; docs/compression.md).
     """
 
     target: Any = DEFAULT_EDGE
@@ -49,8 +51,13 @@ class CompileOptions:
     jpeg: bool = True
     edge_precision: str = "fp32"
     emit_fallback: bool = False
+    compress: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.compress:  # "auto", "none", "a,b" or names: checked and normalised to a tuple of names
+            from splitc.compress.names import parse_compress
+
+            object.__setattr__(self, "compress", parse_compress(self.compress))
         if self.cut is not None and not isinstance(self.cut, tuple):
             object.__setattr__(self, "cut", tuple(self.cut))
         if self.input_shapes is not None:

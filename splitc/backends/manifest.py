@@ -132,6 +132,8 @@ def _certified(summary: dict, choice, option=None) -> dict:
     option = option or choice.option
     summary["drop_bound"] = option.drop + option.drop_se if choice.checked else None
     summary["returned_bytes"] = option.returned_bytes
+    if "variant" in option.extra:  # a compressed compile: the edge variant the option runs (docs/compression.md)
+        summary["variant"] = option.extra["variant"]
     return summary
 
 

@@ -190,6 +190,7 @@ class Measurement:
     outputs: list[dict[str, np.ndarray]]
     first_output: str
     edge_outputs: list[dict[str, np.ndarray]] | None = None  # the whole model as the edge runs it (float16)
+    rewritten: bool = False  # the activations come from a rewritten edge: no width of them is exact
 
 
 def run_probe(model: onnx.ModelProto, tensors: list[str], types: dict, calib: CalibrationSet,
@@ -381,7 +382,7 @@ def _drop(session, meas, calib, cut, bits, axis, codec_name, table) -> dict[str,
         found = edge_only_drop(meas, calib, table.metric)
         return {k: v for k, v in found.items() if k != "bytes"}
     encodings = _encodings(meas, cut, bits, axis, codec_name)
-    if all(e.bits == 32 for e in encodings) and meas.edge_outputs is None:
+    if all(e.bits == 32 for e in encodings) and meas.edge_outputs is None and not meas.rewritten:
         return dict(EXACT)  # raw activations of a float32 prefix: exact
     names = [o.name for o in session.get_outputs()]
     outputs = []

@@ -71,6 +71,10 @@ def compile_command(
     tvm_fallback: Optional[str] = typer.Option(
         None, "--tvm-fallback", help="With --backend tvm: 'onnx' emits a half TVM cannot import as ONNX instead."
     ),
+    compress: str = typer.Option(
+        "none", "--compress", help="Edge rewrites the compile may choose among, measured on --calib: auto, none, or a "
+        "list of bottleneck,lowrank,prune,int8,fp16 (docs/compression.md).",
+    ),
     tiers: Optional[str] = typer.Option(
         None, "--tiers", help="Three tiers DEVICE,EDGE,CLOUD (targets): split across device, edge server and cloud."
     ),
@@ -82,6 +86,7 @@ def compile_command(
 
     A range --bw LOW..HIGH (300KBps..50Mbps) writes every plan that is optimal somewhere in it.
     """
+    rewrites = _compress(compress, tiers is not None or bool(link), bw)
     if tiers is not None or link:  # three tiers: splitc/cli/tiers.py
         from splitc.cli.tiers import tiers_command
         return tiers_command(**locals())
@@ -90,7 +95,7 @@ def compile_command(
         bits=_bits(bits), codec=codec, calib=calib, max_drop=parse_fraction(max_drop),
         confidence=parse_fraction(confidence), metric=metric, per_channel=per_channel,
         cache_dir=out if out.is_dir() else None, preprocess=preprocess, jpeg=jpeg, edge_precision=edge_precision,
-        emit_fallback=emit_fallback,
+        emit_fallback=emit_fallback, compress=rewrites,
     )
     if backend == "tvm":  # fail before compiling: TVM missing, or a --bw range (not supported with TVM)
         _check_tvm(options)
@@ -99,6 +104,18 @@ def compile_command(
         _compile_range(model, options, out, quiet, as_json, verbose)
     else:
         _compile_one(model, options, out, quiet, as_json, verbose, backend, tvm_fallback)
+
+
+def _compress(value: str, tiers: bool, bw: str) -> tuple[str, ...]:
+    """The ``--compress`` names; refused with three tiers or a --bw range, which compile one variant."""
+    from splitc.compress.names import parse_compress
+
+    names = parse_compress(value)
+    if names and tiers:
+        raise SplitcError("--compress does not apply with --tiers")
+    if names and ".." in bw:
+        raise SplitcError("--compress takes a single --bw rate, not a range")
+    return names
 
 
 def _check_tvm(options: CompileOptions) -> None:

@@ -136,6 +136,10 @@ def print_compile_report(console: Console, split, out: Path, verbose: bool = Fal
         show(console, _selection_table(plan, verbose))
     else:
         show(console, _alternatives_table(plan, verbose))
+    if plan["edge"].get("compression"):
+        from splitc.compress.report import print_compression
+
+        print_compression(console, plan["edge"]["compression"], table, show)
     show(console, _breakdown_table(plan))
     if verbose:
         _print_passes(console, plan)
@@ -187,16 +191,22 @@ def _selection_table(plan: dict, verbose: bool = False) -> Table:
     else:
         title = "Candidates (accuracy NOT checked: no --calib data)"
     columns = ["#", "cut", "bits", "up", "down", "drop", "bound", "total ms"]
+    options = [sel["chosen"], *sel["runners_up"]]
+    variants = any("variant" in o for o in options)  # a compressed compile names each option's edge variant
+    if variants:
+        columns[2:2] = ["variant"]
     if verbose:
         columns[1:1] = ["kind"]
         columns += ["edge ms", "transfer ms", "cloud ms"]
     result = table(title, columns, right=("#", "bits", "up", "down", "drop", "bound", "total ms", "edge ms",
                                           "transfer ms", "cloud ms"))
-    for rank, option in enumerate([sel["chosen"], *sel["runners_up"]], 1):
+    for rank, option in enumerate(options, 1):
         drop, bound = drop_texts(option, checked)
         cut = _names(option["cut"]) if option["cut"] else "(edge-only)"
         row = [str(rank), cut, width_text(option["bits"], option.get("jpeg_quality")), _size(option["bytes"]),
                _size(option.get("returned_bytes", 0.0)), drop, bound, f"{option['total_ms']:.2f}"]
+        if variants:
+            row[2:2] = [option.get("variant", "base")]
         if verbose:
             row[1:1] = [option["kind"]]
             row += [f"{option['edge_ms']:.2f}", f"{option['transfer_ms']:.2f}", f"{option['cloud_ms']:.2f}"]
