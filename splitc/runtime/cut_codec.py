@@ -48,6 +48,8 @@ class CutCodec:
                 at_edge[wire[1]] = np.zeros(self.range_shapes[entry.tensor], np.float32)
                 at_edge[wire[2]] = np.ones(self.range_shapes[entry.tensor], np.float32)
         self.decode(self.encode(at_edge))
+        for bits in sorted({e.bits for e in self.entries if e.bits <= 8 and not is_array(e)}):
+            _warm_modes(bits, rng)
 
     def encode(self, at_edge: dict[str, np.ndarray]) -> list[bytes]:
         """One frame per cut tensor, in the plan's order."""
@@ -106,6 +108,15 @@ class CutCodec:
             wire[1]: np.asarray(meta.lo, np.float32).reshape(range_shape),
             wire[2]: np.asarray(meta.hi, np.float32).reshape(range_shape),
         }
+
+
+def _warm_modes(bits: int, rng: np.random.Generator) -> None:
+    """Encode and decode a ReLU-like sample in each mode the encoder may pick (it picks the smallest,
+    so one synthetic tensor alone would leave the other modes' kernels cold)."""
+    sample = np.minimum(rng.geometric(0.35, 1 << 14) - 1, (1 << bits) - 1).astype(np.uint8)
+    for mode in codec.ENCODE_MODES:
+        if mode != "static":  # static frames need a codebook; they share the embedded mode's kernels
+            codec.decode(codec.encode(sample, bits, 0.0, 1.0, modes=(mode,)))
 
 
 def is_array(entry: CutEntry) -> bool:
