@@ -24,9 +24,9 @@ Models (``--model``):
 * ``vgg16`` (default): the VGG-16-shaped network of ``splitc.schedule.models`` (seeded random backbone)
   at 224x224, its classifier fitted on the 12-class photo task of ``bench/photos.py``; training,
   calibration and held-out crops are generated here, seeded (held-out crops from parts of the
-  photographs never seen in training). Fork candidates are the input and the pooling outputs
-  (``--all-forks``: every cut vertex; the candidate probe then holds every cut vertex's activations
-  for every calibration crop, about 110 MB a crop).
+  photographs never seen in training). Fork candidates are capped as splitc tree caps them
+  (``--candidates``, default 8: the input and the smallest tensors over the depth; ``--all-forks``:
+  every cut vertex, probed in groups that bound the activations held at once).
 * ``digits``: the trained digits CNN of ``examples/digits`` (a smoke run of a minute or two).
 * a path to an ONNX model, with ``--calib`` and ``--heldout`` (.npz, with ``labels`` when known).
 
@@ -36,7 +36,6 @@ Models (``--model``):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -51,9 +50,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from splitc.tree import build as tree_build  # noqa: E402
-from splitc.tree import fit_chain, leaves, oracle, simulate, solve  # noqa: E402
+from splitc.tree import leaves, oracle, simulate, solve  # noqa: E402
 from splitc.tree.build import TreeOptions, build_tree  # noqa: E402
+from splitc.tree.edges import fit_classes  # noqa: E402
+from splitc.tree.forks import candidates as fork_candidates  # noqa: E402
+from splitc.tree.markov import ChainFitter  # noqa: E402
 from splitc.tree.measure import spec_from_tables  # noqa: E402
 from splitc.tree.search import epsilon_greedy, fixed_plan, leaf_ms, random_search  # noqa: E402
 from splitc.tree.simulate import leaf_latencies, measured_rate  # noqa: E402
@@ -66,7 +67,6 @@ TRACES = ["TMobile-LTE-short", "Verizon-LTE-short", "TMobile-UMTS-driving"]
 METHODS = ["fixed plan", "switching", "model tree", "oracle"]
 DIGITS = ROOT / "examples" / "digits"
 DEFAULT_TARGET = {"vgg16": "jetson-nano", "digits": "raspberry-pi-4"}
-POOLING = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 
 
 # ----------------------------------------------------------------------------- the workload
@@ -102,22 +102,6 @@ def prepare(args, work: Path) -> dict:
                      f"bench/photos.py (train accuracy {facts['train_accuracy']:.3f}); "
                      f"{args.calib_size} calibration crops and {args.heldout_size} held-out crops generated "
                      "here, seeded, the held-out ones from parts of the photographs never seen in training")}
-
-
-@contextlib.contextmanager
-def pooling_forks(enabled: bool):
-    """While building, fork candidates are only the model inputs and the outputs of pooling layers."""
-    every = tree_build.candidates
-    if enabled:
-        def only(analysis):
-            producer = {out: node.op_type for node in analysis.graph.model.graph.node for out in node.output}
-            return [c for c in every(analysis) if all(producer.get(t, "MaxPool") in POOLING for t in c.tensors)]
-
-        tree_build.candidates = only
-    try:
-        yield
-    finally:
-        tree_build.candidates = every
 
 
 def heldout_set(path: Path, inputs: list[str], limit: int) -> tuple[list[dict], np.ndarray | None]:
@@ -293,16 +277,23 @@ def run_trace(name, trace, chain, starts, results, fixed, tree, args, accuracy, 
 def class_sweep(tree, traces, starts, served, args) -> list[dict]:
     """The tree's mean latency with the same compositions and chains of other numbers of classes."""
     rows = []
+    fitters = {name: ChainFitter(trace, args.step) for name, trace in traces.items()}
     for classes in args.class_sweep:
         for name, trace in traces.items():
-            chain = fit_chain(trace, classes, args.step)
+            chain = fit_classes(tree.spec, fitters[name], classes, max_drop=tree.options.max_drop,
+                                rule=args.class_rule)
             latency, _ = tree_replay(tree.spec, trace, chain, starts[name], tree.options.max_drop)
             # the same chain pricing an offload of n bytes at n / b_k (no measured transfer times)
             harmonic = dataclasses.replace(chain, transfer=None, _powers={})
             priced, _ = tree_replay(tree.spec, trace, harmonic, starts[name], tree.options.max_drop)
+            other = "quantile" if args.class_rule == "decision" else "decision"
+            alternative = fit_classes(tree.spec, fitters[name], classes, max_drop=tree.options.max_drop, rule=other)
+            compared, _ = tree_replay(tree.spec, trace, alternative, starts[name], tree.options.max_drop)
             base = {m: float(served[name][m][0].mean()) for m in ("fixed plan", "switching", "oracle")}
             rows.append({"classes": classes, "fitted": chain.num_classes, "trace": name,
-                         "model tree": float(latency.mean()), "model tree, n / b_k": float(priced.mean()), **base})
+                         "model tree": float(latency.mean()), "model tree, n / b_k": float(priced.mean()),
+                         "other rule": other, "model tree, other rule": float(compared.mean()),
+                         "other fitted": alternative.num_classes, **base})
     return rows
 
 
@@ -370,9 +361,9 @@ def markdown(result: dict) -> str:
               f"accuracy bound {cfg['max_drop']:.0%} at 95% on {cfg['calib_samples']} calibration samples "
               f"({cfg['metric']}); held-out accuracy on {cfg['heldout']} samples (float model "
               f"{cfg['float_accuracy']:.3f}). Tree: {cfg['forks']} forks ({cfg['fork_names']}) chosen among "
-              f"{cfg['candidates']} candidates ({cfg['candidate_rule']}), block variants {cfg['variants']}, "
+              f"{_candidate_text(cfg)}, block variants {cfg['variants']}, "
               f"widths {cfg['widths']}, chain of at most {cfg['classes']} classes with a "
-              f"{cfg['step_s'] * 1e3:g} ms step refitted per trace. A request every {cfg['every_s'] * 1e3:g} ms "
+              f"{cfg['step_s'] * 1e3:g} ms step refitted per trace, {_rule_text(cfg['class_rule'])}. A request every {cfg['every_s'] * 1e3:g} ms "
               f"over each whole trace (at most {cfg['max_requests']} per trace, spread evenly); transfer times "
               f"from the trace's delivery opportunities. Switching range {cfg['bw']}. Bytes on disk: tree output "
               f"{cfg['disk_bytes'] / 1e6:.1f} MB (blocks {cfg['block_bytes'] / 1e6:.1f} MB, entry points "
@@ -404,6 +395,19 @@ def markdown(result: dict) -> str:
     lines += _sensitivity_lines(result["sensitivity"]) + [""]
     lines += _search_lines(result["search"]) + ["", NOTES, ""]
     return "\n".join(lines)
+
+
+def _candidate_text(cfg: dict) -> str:
+    if cfg["max_candidates"] is None or cfg["candidates"] >= cfg["eligible"]:
+        return f"all {cfg['candidates']} eligible cut vertices"
+    return (f"{cfg['candidates']} candidates measured of {cfg['eligible']} eligible cut vertices (the input and the "
+            f"smallest tensor of each of {cfg['candidates'] - 1} runs over the depth)")
+
+
+def _rule_text(rule: str) -> str:
+    if rule == "decision":
+        return "class edges where the best decision changes (splitc.tree.edges)"
+    return "class edges at quantiles of the window rates"
 
 
 def _class_range(edges_mbps: list[float], rate_mbps: float) -> str:
@@ -452,17 +456,19 @@ def _target_lines(result: dict) -> list[str]:
 def _sweep_lines(rows: list[dict]) -> list[str]:
     lines = ["## The same compositions with other numbers of bandwidth classes", "",
              "The tree re-solved over the measured compositions above with a chain of at most K classes (class "
-             "edges at quantiles of the trace's window rates), refitted per trace; forks as chosen with the main "
-             "chain. The column *n / b_k* is the same chain pricing an offload of n bytes at n over the class's "
+             f"edges by the main rule), refitted per trace; forks as chosen with the main chain. The column "
+             f"*{rows[0]['other rule'] if rows else 'other'} edges* is the same with the other class rule. The "
+             "column *n / b_k* is the same chain pricing an offload of n bytes at n over the class's "
              "harmonic-mean rate instead of the delivery time measured from the class "
              "(splitc.tree.markov.TransferTimes). Mean latency (ms):", "",
-             "| K | trace | classes fitted | fixed plan | switching | model tree | model tree, n / b_k | oracle | tree "
+             "| K | trace | classes fitted | fixed plan | switching | model tree | model tree, n / b_k | "
+             f"{rows[0]['other rule'] if rows else 'other'} edges (classes) | oracle | tree "
              "below fixed | tree above oracle | tree below switching | n / b_k tree below fixed |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['classes']} | {r['trace']} | {r['fitted']} | {_ms(r['fixed plan'])} | "
                      f"{_ms(r['switching'])} | {_ms(r['model tree'])} | {_ms(r['model tree, n / b_k'])} | "
-                     f"{_ms(r['oracle'])} | "
+                     f"{_ms(r['model tree, other rule'])} ({r['other fitted']}) | {_ms(r['oracle'])} | "
                      f"{_ratio(1 - r['model tree'] / r['fixed plan']):+.1%} "
                      f"| {_ratio(r['model tree'] / r['oracle'] - 1):+.1%} | "
                      f"{_ratio(1 - r['model tree'] / r['switching']):+.1%} | "
@@ -552,7 +558,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rtts", default="5ms,10ms,50ms", help="other round trips to re-solve at")
     parser.add_argument("--max-drop", default=None, help="accuracy bound (default 5%% for vgg16, else 2%%)")
     parser.add_argument("--forks", type=int, default=None, help="forks (default 4 for vgg16, else 6)")
-    parser.add_argument("--all-forks", action="store_true", help="vgg16: every cut vertex is a fork candidate")
+    parser.add_argument("--candidates", type=int, default=8, help="fork candidates measured (splitc tree --candidates)")
+    parser.add_argument("--all-forks", action="store_true", help="every cut vertex is a fork candidate (no cap)")
+    parser.add_argument("--class-rule", default="decision", choices=["decision", "quantile"],
+                        help="where the chain's class edges go")
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--class-sweep", default="2,3,5,8,12", help="numbers of classes to re-solve with")
     parser.add_argument("--step", type=float, default=0.1, help="chain step (s)")
@@ -572,7 +581,7 @@ def parse_args() -> argparse.Namespace:
     args.target = args.target or DEFAULT_TARGET.get(args.model, "raspberry-pi-4")
     args.max_drop = parse_fraction(args.max_drop or ("5%" if vgg else "2%"))
     args.forks = args.forks or (4 if vgg else 6)
-    args.pooling_forks = vgg and not args.all_forks
+    args.max_candidates = None if args.all_forks else args.candidates
     lo, _, hi = args.bw.partition("..")
     args.span = (parse_bandwidth(lo), parse_bandwidth(hi))
     args.rtts = [r for r in args.rtts.split(",") if r]
@@ -594,15 +603,16 @@ def main() -> None:
         work = prepare(args, Path(tmp))
         mark = stage("model and crops", started)
         options = TreeOptions(calib=work["calib"], target=args.target, cloud=args.cloud, rtt=args.rtt,
-                              max_drop=args.max_drop, forks=args.forks, classes=args.classes, step_s=args.step)
-        with pooling_forks(args.pooling_forks):
-            tree = build_tree(work["model"], list(traces.values()), options,
-                              progress=lambda s: print(f"{time.time() - started:6.0f} s  {s}", flush=True))
+                              max_drop=args.max_drop, forks=args.forks, classes=args.classes, step_s=args.step,
+                              class_rule=args.class_rule, max_candidates=args.max_candidates)
+        tree = build_tree(work["model"], list(traces.values()), options,
+                          progress=lambda s: print(f"{time.time() - started:6.0f} s  {s}", flush=True))
         sizes = tree.save(Path(tmp) / "out")
         mark = stage("tree build", mark)
         inputs = [v.name for v in tree.analysis.graph.inputs]
         accuracy = Accuracy(tree, *heldout_set(work["heldout"], inputs, args.heldout_limit))
-        chains = {name: fit_chain(trace, args.classes, args.step) for name, trace in traces.items()}
+        chains = {name: fit_classes(tree.spec, trace, args.classes, args.step, tree.options.max_drop, args.class_rule)
+                  for name, trace in traces.items()}
         starts = {name: request_starts(trace, args.every, args.max_requests) for name, trace in traces.items()}
         served = {name: serve_trace(tree.spec, trace, chains[name], starts[name], args, tree.options.max_drop)
                   for name, trace in traces.items()}
@@ -640,7 +650,8 @@ def _config(args, work, tree, sizes, accuracy, even) -> dict:
             "calib_samples": tree.tables.samples, "metric": tree.tables.metric, "heldout": len(accuracy.samples),
             "float_accuracy": accuracy.float_accuracy, "forks": len(tree.forks), "fork_names": forks,
             "candidates": tree.candidates,
-            "candidate_rule": "the input and the pooling outputs" if args.pooling_forks else "every cut vertex",
+            "eligible": len(fork_candidates(tree.analysis)), "max_candidates": args.max_candidates,
+            "class_rule": args.class_rule,
             "variants": ", ".join(variants), "widths": ", ".join(f"{w}" for w in tree.options.widths),
             "classes": args.classes, "step_s": args.step, "every_s": args.every, "max_requests": args.max_requests,
             "bw": args.bw, "disk_bytes": sizes["total"], "block_bytes": sizes["blocks"],

@@ -331,3 +331,72 @@ def test_policy_json_round_trip_and_errors() -> None:
     for text in ("{", '{"format": "other", "version": 1}', policy.to_json().replace('"run"', '"walk"')):
         with pytest.raises(SplitcError, match="bad model-tree policy"):
             TreePolicy.from_json(text)
+
+
+# ----------------------------------------------------------------------------- decision-aware class edges
+
+
+def test_explicit_class_edges_are_respected() -> None:
+    trace = Trace(synthetic_trace([1.0, 3.0, 6.0, 10.0] * 5, 0.1))
+    edges = [2.0e6 / 8, 8.0e6 / 8]
+    chain = fit_chain(trace, edges=edges, step_s=0.1)
+    assert chain.edges.tolist() == edges
+    assert chain.num_classes == 3
+    assert chain.classify(np.array([1.0, 3.0, 6.0, 10.0]) * 1e6 / 8).tolist() == [0, 1, 1, 2]
+    assert chain.counts.sum(axis=1).tolist() == [5, 10, 5]
+    empty = fit_chain(trace, edges=[20e6 / 8], step_s=0.1)  # a class no window falls in keeps a finite rate
+    assert empty.num_classes == 2 and np.all(np.isfinite(empty.bandwidth))
+    with pytest.raises(SplitcError, match="finite"):
+        fit_chain(trace, edges=[math.inf])
+
+
+def one_block_spec(edge_ms: float = 100.0, nbytes: float = 20_000.0) -> TreeSpec:
+    """Run on the edge in ``edge_ms`` or send ``nbytes`` (20 ms round trip, 5 ms cloud): break-even 2.13 Mbps."""
+    return TreeSpec([Block("b0", [Variant("base", edge_ms)])], lambda fork, path: [("o0", nbytes, 0.0)],
+                    lambda fork, path: 5.0, lambda path: 0.0, 20.0)
+
+
+def test_break_evens_are_where_the_fastest_composition_changes() -> None:
+    from splitc.tree.edges import break_evens
+
+    assert break_evens(one_block_spec()) == pytest.approx([20_000 / 0.075])  # 100 = 25 + 20 kB / b
+    spec = synthetic_spec(3)
+    for rate in break_evens(spec, 0.02):
+        # at a break-even two compositions tie for the fastest from some state
+        assert rate > 0 and math.isfinite(rate)
+
+
+def test_decision_edges_separate_the_break_even_inside_a_quantile_class() -> None:
+    from splitc.tree.edges import fit_classes
+
+    spec = one_block_spec()
+    # a quarter of the windows at each rate, held for a second at a time: the median edge (4.5 Mbps) puts 1 and
+    # 3 Mbps, on either side of the break-even (2.13 Mbps), in one class
+    rng = np.random.default_rng(3)
+    trace = Trace(synthetic_trace(np.repeat(rng.permutation([1.0, 3.0, 6.0, 10.0] * 10), 10).tolist(), 0.1))
+    quantile = fit_classes(spec, trace, 2, 0.1, rule="quantile")
+    decision = fit_classes(spec, trace, 2, 0.1, rule="decision")
+    assert quantile.edges * 8 / 1e6 == pytest.approx([4.5])
+    assert decision.num_classes == 2 and 1.2 < decision.edges[0] * 8 / 1e6 < 2.8  # between 1 and 3 Mbps
+    assert solve(spec, decision).mean_ms < solve(spec, quantile).mean_ms
+    # exactly evaluated on the trace: every request replayed with the trace's delivery times
+    starts = np.arange(0.1, trace.period_ms / 1e3, 0.05)
+    replayed = {name: simulate(solve(spec, chain), spec, trace, starts).mean()
+                for name, chain in (("quantile", quantile), ("decision", decision))}
+    assert replayed["decision"] < replayed["quantile"]
+    with pytest.raises(SplitcError, match="class rule"):
+        fit_classes(spec, trace, 2, 0.1, rule="median")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_decision_edges_are_never_worse_than_quantile_edges(seed: int) -> None:
+    from splitc.tree.edges import fit_classes
+    from splitc.tree.markov import ChainFitter
+
+    spec = synthetic_spec(seed)
+    fitter = ChainFitter(two_state_trace(400, seed, (0.8, 9.6))[0], 0.1)
+    for classes in (2, 3):
+        quantile = fitter.fit(fitter.quantile_edges(classes))
+        decision = fit_classes(spec, fitter, classes, max_drop=0.02)
+        assert decision.num_classes <= classes
+        assert solve(spec, decision, 0.02).mean_ms <= solve(spec, quantile, 0.02).mean_ms + 1e-9

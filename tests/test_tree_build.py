@@ -11,6 +11,7 @@ import pytest
 
 from splitc.calibration import calibrate
 from splitc.cli import main
+from splitc.errors import SplitcError
 from splitc.runtime import CloudError, PlanError
 from splitc.runtime.netem import NetemThread
 from splitc.runtime.server import ServerThread
@@ -197,7 +198,26 @@ def test_cli_builds_a_tree_and_rejects_a_bad_trace(tmp_path, calib, capsys):
     good = tmp_path / "link.up"
     good.write_text("\n".join(map(str, synthetic_trace(RATES_MBPS, 1.0))) + "\n")
     assert main(["tree", str(DIGITS / "digits_cnn.onnx"), "--trace", str(good), "--calib", str(calib),
-                 "--forks", "2", "--no-fp16", "--max-drop", "5%", "-o", str(tmp_path / "o")]) == 0
+                 "--forks", "2", "--no-fp16", "--max-drop", "5%", "--candidates", "3", "--class-rule", "quantile",
+                 "-o", str(tmp_path / "o")]) == 0
     printed = capsys.readouterr().out
     assert "Policy" in printed and "fixed plan" in printed and "bytes on disk" in printed
-    assert json.loads((tmp_path / "o" / "tree.json").read_text())["format"] == "splitc-model-tree-output"
+    written = json.loads((tmp_path / "o" / "tree.json").read_text())
+    assert written["format"] == "splitc-model-tree-output"
+    assert written["chain"]["class_rule"] == "quantile"
+
+
+def test_fork_candidates_are_capped(built):
+    from splitc.tree.forks import candidates, cap_candidates
+
+    tree, _ = built
+    eligible = candidates(tree.analysis)
+    assert tree.candidates == min(len(eligible), tree.options.max_candidates)
+    for cap in (1, 2, 3):
+        kept = cap_candidates(tree.analysis, eligible, cap)
+        assert len(kept) == min(cap, len(eligible))
+        assert kept[0] is eligible[0]  # the model inputs, fork 0
+        assert [eligible.index(c) for c in kept] == sorted(eligible.index(c) for c in kept)
+    assert cap_candidates(tree.analysis, eligible, None) == eligible
+    with pytest.raises(SplitcError, match="--candidates"):
+        TreeOptions(calib="x", max_candidates=-1).check()

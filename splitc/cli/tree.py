@@ -46,6 +46,10 @@ def tree_command(
                                    "upper bound on the drop."),
     forks: int = typer.Option(6, "--forks", help="Forks (places to offload, the input included): 1..8."),
     classes: int = typer.Option(3, "--classes", help="Bandwidth classes of the Markov chain (at most)."),
+    class_rule: str = typer.Option("decision", "--class-rule", help="Where the class edges go: decision (the "
+                                   "rates where the best action changes) or quantile."),
+    max_candidates: int = typer.Option(8, "--candidates", help="Fork candidates measured among the cut vertices "
+                                       "(the input and the smallest tensors over the depth; 0: every one)."),
     step: str = typer.Option("100ms", "--step", help="Step of the chain (and of the rate the edge measures)."),
     rtt: str = typer.Option(DEFAULTS.rtt, "--rtt", help="Round-trip time of the link: 20ms."),
     bits: str = typer.Option("32,8,6,4", "--bits", help="Widths offered at each fork (Huffman-coded below 16)."),
@@ -67,6 +71,7 @@ def tree_command(
     loaded = [load_trace(path) for path in trace]  # a bad trace: one line naming the file and the line
     options = TreeOptions(calib=calib, target=target, cloud=cloud, rtt=rtt, max_drop=parse_fraction(max_drop),
                           confidence=parse_fraction(confidence), forks=forks, classes=classes,
+                          class_rule=class_rule, max_candidates=max_candidates or None,
                           step_s=parse_time_ms(step) / 1e3, widths=_widths(bits), fp16=fp16,
                           input_shapes=_shapes(input_shape), preprocess=preprocess)
     with _progress(not console.is_terminal) as stage, warnings.catch_warnings(record=True) as caught:

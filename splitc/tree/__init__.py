@@ -2,6 +2,7 @@
 
 * :mod:`splitc.tree.traces` - mahimahi traces (parsing, rates, exact transfer times, synthetic traces);
 * :mod:`splitc.tree.markov` - the K-class bandwidth chain;
+* :mod:`splitc.tree.edges` - class edges where the best decision changes;
 * :mod:`splitc.tree.spec` - the abstract tree (blocks, variants, offload options, costs);
 * :mod:`splitc.tree.policy` - backward induction and exact policy evaluation;
 * :mod:`splitc.tree.search` - random search, ε-greedy construction and the fixed plan;

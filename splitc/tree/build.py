@@ -2,19 +2,25 @@
 
 ``build_tree(model, traces, TreeOptions(calib=...))`` does, in order:
 
-1. fit the bandwidth chain from the traces (``splitc.tree.markov.fit_chain``);
+1. read the traces' window rates and delivery times (``splitc.tree.markov.ChainFitter``);
 2. analyse the model (``splitc.api.analyse``: costs, cut vertices) and load
    the calibration set;
-3. measure every fork candidate as a plain split of the base model and choose
-   the forks (``splitc.tree.forks``: greedy by the solved policy's expected
-   latency, then splitting the longest block);
+3. measure at most ``max_candidates`` fork candidates as plain splits of the
+   base model (``splitc.tree.forks.cap_candidates``; probed in groups that
+   bound the activations held at once) and choose the forks
+   (``splitc.tree.forks``: greedy by the solved policy's expected latency,
+   then splitting the longest block) over a chain whose class edges follow
+   ``class_rule`` for the tree of the base model cut at every candidate;
 4. cut the model into blocks between the forks and make each block's variants
    (``splitc.tree.variants``: base, float16 where the target has an FP16 rate,
    and any ``TreeOptions.makers``);
 5. measure every root-to-leaf composition on the calibration set
    (``splitc.tree.measure``): bytes per width with the runtime codec, and the
    certified drop bound of the *whole composed model*;
-6. solve the tree exactly (``splitc.tree.policy.solve``) and find the fixed
+6. fit the chain's classes for the measured tree (``class_rule``:
+   ``"decision"``, the default, puts the edges where the best decision
+   changes, ``splitc.tree.edges``; ``"quantile"`` at quantiles of the window
+   rates), solve the tree exactly (``splitc.tree.policy.solve``) and find the fixed
    plan for the traces' mean bandwidth (``splitc.tree.search.fixed_plan``).
 
 Times are the cost model's (``splitc.cost``): a block's edge time is the
@@ -43,15 +49,19 @@ from splitc.cost.roofline import roofline_for
 from splitc.errors import SplitcError
 from splitc.passes.qdq import QUANT_BITS
 from splitc.targets import DEFAULT_CLOUD, DEFAULT_EDGE, Target, get_target
+from splitc.tree.edges import CLASS_RULES, fit_classes
 from splitc.tree.emit import save_tree
 from splitc.tree.forks import (
     ForkCandidate,
+    base_spec,
     candidates,
+    cap_candidates,
     measure_candidates,
+    probe_groups,
     select_forks,
     suffix_model,
 )
-from splitc.tree.markov import BandwidthChain, fit_chain
+from splitc.tree.markov import BandwidthChain, ChainFitter
 from splitc.tree.measure import (
     Composer,
     Scoring,
@@ -89,6 +99,8 @@ class TreeOptions:
     confidence: float | None = None
     forks: int = 6
     classes: int = 3
+    class_rule: str = "decision"  # class edges where the best decision changes, or "quantile"
+    max_candidates: int | None = 8  # fork candidates measured (None or 0: every eligible cut vertex)
     step_s: float = 0.1
     widths: tuple[int, ...] = (32, 8, 6, 4)
     fp16: bool = True
@@ -108,6 +120,10 @@ class TreeOptions:
             raise SplitcError(f"offload widths must be 1..8, 16 or 32 bits, not {list(self.widths)}")
         if self.classes < 1 or not self.step_s > 0:
             raise SplitcError(f"bad chain settings: {self.classes} classes (>= 1), step {self.step_s} s (> 0)")
+        if self.class_rule not in CLASS_RULES:
+            raise SplitcError(f"unknown class rule {self.class_rule!r}: use one of {', '.join(CLASS_RULES)}")
+        if self.max_candidates is not None and self.max_candidates < 0:
+            raise SplitcError(f"--candidates must be >= 1 (0: no cap), not {self.max_candidates}")
 
 
 @dataclass
@@ -162,8 +178,8 @@ def build_tree(model, traces: Sequence[Trace | str | os.PathLike], options: Tree
     step = progress or (lambda _stage: None)
     options.check()
     loaded = _traces(traces)
-    step("fitting the bandwidth chain")
-    chain = fit_chain(loaded, options.classes, options.step_s)
+    step("reading the traces")
+    fitter = ChainFitter(loaded, options.step_s)
     bandwidth = mean_bandwidth(loaded)
     with using_confidence(options.confidence):
         target = roofline_for(options.target) if isinstance(options.target, Target) else options.target
@@ -172,6 +188,9 @@ def build_tree(model, traces: Sequence[Trace | str | os.PathLike], options: Tree
         rtt_ms = analysis.problem.rtt_ms
         found, scoring, samples = _measure_candidates(analysis, options, step)
         total = analysis.result.edge_only.edge_ms
+        step("fitting the bandwidth chain for the fork candidates")
+        chain = fit_classes(base_spec(found, total, rtt_ms), fitter, options.classes, max_drop=options.max_drop,
+                            rule=options.class_rule)
         forks = [found[i] for i in select_forks(found, total, rtt_ms, chain, options.max_drop, options.forks, step)]
         blocks = make_blocks(analysis, forks, _fp16_prefix(model, options, forks, bandwidth), options)
         suffixes = [suffix_model(analysis, f.tensors) for f in forks]
@@ -179,6 +198,8 @@ def build_tree(model, traces: Sequence[Trace | str | os.PathLike], options: Tree
         tables = measure_tree(composer, scoring, [f.tensors for f in forks], samples, options.widths,
                               options.max_drop, progress=step)
     spec = spec_from_tables([f.cloud_ms for f in forks], blocks, tables, rtt_ms)
+    step("fitting the bandwidth chain for the tree")
+    chain = fit_classes(spec, fitter, options.classes, max_drop=options.max_drop, rule=options.class_rule)
     step("solving the tree")
     policy = solve(spec, chain, options.max_drop)
     fixed = fixed_plan(spec, bandwidth, options.max_drop)
@@ -194,14 +215,28 @@ def _measure_candidates(analysis: Analysis, options: TreeOptions, step: Progress
                                      preprocess=options.preprocess)
     ctx = joint.context(analysis)
     calib = ctx.calibration(analysis, encoding)
-    found = candidates(analysis)
-    step(f"calibrating {len(found)} fork candidates")
-    meas = ctx.probe(analysis, calib, sorted({t for c in found for t in c.tensors}))
+    eligible = candidates(analysis)
+    found = cap_candidates(analysis, eligible, options.max_candidates)
+    step(f"calibrating {len(found)} fork candidates (of {len(eligible)})")
     outputs = [{"name": v.name, "shape": list(v.shape or [])} for v in analysis.graph.outputs]
     metric = calibrate.choose_metric("auto", outputs, calib.labels is not None)
-    scoring = Scoring(metric, meas.first_output, [o[meas.first_output] for o in meas.outputs], calib.labels)
-    measure_candidates(analysis, found, meas, scoring, options.widths, options.max_drop)
+    scoring = None
+    for group in probe_groups(analysis, found, len(calib.samples)):
+        chosen = [found[i] for i in group]
+        meas = _probe(analysis, calib, sorted({t for c in chosen for t in c.tensors}))
+        if scoring is None:
+            scoring = Scoring(metric, meas.first_output, [o[meas.first_output] for o in meas.outputs],
+                              calib.labels)
+        measure_candidates(analysis, chosen, meas, scoring, options.widths, options.max_drop)
+        del meas  # the group's activations go before the next group's are probed
     return found, scoring, calib.samples
+
+
+def _probe(analysis: Analysis, calib, names: list[str]):
+    """Activations of ``names`` on the calibration set (not kept by the compile context: the caller drops them)."""
+    graph = analysis.graph
+    types = {t: (graph.values[t].shape, graph.values[t].dtype) for t in names}
+    return calibrate.run_probe(graph.model, names, types, calib, joint._rewrite(analysis))
 
 
 def _edge_target(target) -> Target | None:

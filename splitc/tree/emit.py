@@ -106,7 +106,8 @@ def entry_split(tree, fork: int, label: str):
 
 def _chain_json(tree) -> dict:
     chain = tree.chain
-    return {"classes": chain.num_classes, "step_s": chain.step_s, "edges_Bps": chain.edges.tolist(),
+    return {"classes": chain.num_classes, "class_rule": tree.options.class_rule, "step_s": chain.step_s,
+            "edges_Bps": chain.edges.tolist(),
             "bandwidth_Bps": chain.bandwidth.tolist(), "mean_Bps": chain.mean_bandwidth.tolist(),
             "matrix": chain.matrix.tolist(), "counts": chain.counts.tolist(), "stationary": chain.stationary.tolist(),
             "transfer_ms": chain.transfer.to_json() if chain.transfer is not None else {},

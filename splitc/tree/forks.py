@@ -7,6 +7,15 @@ chain of blocks between consecutive forks. Candidates are the cut vertices
 that have a consumer, are not a model output and whose shape does not depend
 on the input values (those never cross, as in ``splitc.joint``).
 
+With a cap of N candidates (``TreeOptions.max_candidates``) only N are
+measured (``cap_candidates``): the input and, from each of N - 1 runs of the
+other candidates in model order (as equal in number as they divide), the one
+whose tensors have the fewest bytes (the later one on a tie). The cut
+vertices where a network narrows (pooling outputs, bottlenecks) are the ones
+worth sending, and this spreads them over the depth. The candidates'
+activations are probed in groups that fit ``PROBE_BYTES`` together, each group
+measured and released before the next.
+
 Each candidate is measured on the calibration set as a plain split of the base
 model (``splitc.tree.measure.measure_fork``: every width, mean bytes with the
 runtime codec, certified drop bound). The rule, over the bandwidth chain
@@ -46,7 +55,7 @@ from splitc.tree.measure import (
 from splitc.tree.policy import solve
 from splitc.tree.spec import Block, TreeSpec, Variant
 
-__all__ = ["ForkCandidate", "base_spec", "candidates", "measure_candidates", "select_forks", "suffix_model"]
+__all__ = ["PROBE_BYTES", "ForkCandidate", "base_spec", "candidates", "cap_candidates", "measure_candidates", "select_forks", "suffix_model"]
 
 
 @dataclass
@@ -77,6 +86,38 @@ def candidates(analysis) -> list[ForkCandidate]:
     if not found or found[0].tensors != inputs:
         raise SplitcError("the model's inputs cannot be sent to the cloud: a model tree needs fork 0 there")
     return found
+
+
+def cap_candidates(analysis, found: list[ForkCandidate], cap: int | None) -> list[ForkCandidate]:
+    """At most ``cap`` of ``found`` (model order; fork 0 kept): the smallest tensors of equal runs (module notes)."""
+    if cap is None or cap <= 0 or len(found) <= cap:
+        return list(found)
+    if cap == 1:
+        return found[:1]
+    values = analysis.graph.values
+    rest = found[1:]
+    runs = [rest[round(i * len(rest) / (cap - 1)):round((i + 1) * len(rest) / (cap - 1))] for i in range(cap - 1)]
+    picked = [min(reversed(run), key=lambda c: sum(values[t].nbytes for t in c.tensors)) for run in runs if run]
+    return [found[0], *picked]
+
+
+PROBE_BYTES = 1 << 30  # activations held at once while measuring fork candidates
+
+
+def probe_groups(analysis, found: Sequence[ForkCandidate], samples: int,
+                 budget: int = PROBE_BYTES) -> list[list[int]]:
+    """Indices of ``found`` in groups whose tensors, over ``samples`` samples, take at most ``budget`` bytes."""
+    values = analysis.graph.values
+    groups: list[list[int]] = []
+    held = 0
+    for index, cand in enumerate(found):
+        size = samples * sum(values[t].nbytes for t in cand.tensors)
+        if not groups or held + size > budget:
+            groups.append([])
+            held = 0
+        groups[-1].append(index)
+        held += size
+    return groups
 
 
 def suffix_model(analysis, cut: Sequence[str]):

@@ -3,7 +3,9 @@
 Each trace is cut into windows of ``step_s`` (the chain's step Δ); a window's
 rate is the bytes its delivery opportunities carry divided by Δ.
 
-* **Classes.** The edges between classes are the k/K quantiles of the pooled
+* **Classes.** ``fit_chain(..., edges=...)`` takes the class edges (bytes/s)
+  as given (``splitc.tree.edges`` places them where the best decision
+  changes). Otherwise the edges between classes are the k/K quantiles of the pooled
   window rates (k = 1 .. K-1), each moved to the midpoint between two
   neighbouring *distinct* observed rates: the split index round(k n / K) of the
   sorted rates is moved to the nearest place where the rate changes, so a run
@@ -53,12 +55,24 @@ import numpy as np
 from splitc.errors import SplitcError
 from splitc.tree.traces import MTU, Trace
 
-__all__ = ["BandwidthChain", "TransferTimes", "class_edges", "fit_chain", "last_step_rate"]
+__all__ = ["BandwidthChain", "ChainFitter", "TransferTimes", "class_edges", "fit_chain", "last_step_rate"]
 
 
 def last_step_rate(trace: Trace, t_ms, step_s: float) -> np.ndarray:
     """Rate (bytes/s) of the trace's opportunities in ``(t - step, t]``: what the edge measures at ``t``."""
     return (trace.count(t_ms) - trace.count(np.asarray(t_ms) - step_s * 1e3)) * MTU / step_s
+
+
+def decision_times(traces: Sequence[Trace], step_s: float, resolution_s: float | None = None):
+    """Per trace: (trace, decision times every ``resolution_s`` (default ``step_s / 20``), rate measured at each)."""
+    every_ms = (resolution_s or step_s / 20) * 1e3
+    found = []
+    for trace in traces:
+        # the repeating regime, at least one step after time 0, as the replays place requests
+        offset = trace.period_ms * max(1, math.ceil(step_s * 1e3 / trace.period_ms))
+        times = offset + np.arange(0.0, trace.period_ms, every_ms)
+        found.append((trace, times, last_step_rate(trace, times, step_s)))
+    return found
 
 
 class TransferTimes:
@@ -74,31 +88,35 @@ class TransferTimes:
     """
 
     def __init__(self, classes: int, starts: Sequence[tuple[Trace, np.ndarray, np.ndarray]] = (),
-                 table: dict[int, np.ndarray] | None = None) -> None:
+                 table: dict[int, np.ndarray] | None = None, taken: dict | None = None) -> None:
         self.classes = classes
         self.starts = list(starts)
+        self.taken = {} if taken is None else taken  # (start index, packets) -> delivery times; may be shared
         self.table: dict[int, np.ndarray] = {int(p): np.asarray(v, float) for p, v in (table or {}).items()}
 
     @classmethod
     def measure(cls, traces: Sequence[Trace], edges: np.ndarray, step_s: float,
                 resolution_s: float | None = None) -> TransferTimes:
         """Decision times every ``resolution_s`` (default ``step_s / 20``) over each trace, classified."""
-        every_ms = (resolution_s or step_s / 20) * 1e3
-        starts = []
-        for trace in traces:
-            # the repeating regime, at least one step after time 0, as the replays place requests
-            offset = trace.period_ms * max(1, math.ceil(step_s * 1e3 / trace.period_ms))
-            times = offset + np.arange(0.0, trace.period_ms, every_ms)
-            starts.append((trace, times, np.searchsorted(edges, last_step_rate(trace, times, step_s), side="left")))
-        return cls(len(edges) + 1, starts)
+        return cls.from_decisions(decision_times(traces, step_s, resolution_s), edges)
+
+    @classmethod
+    def from_decisions(cls, decisions: Sequence[tuple[Trace, np.ndarray, np.ndarray]], edges: np.ndarray,
+                       taken: dict | None = None) -> TransferTimes:
+        """From ``decision_times``' (trace, times, measured rates), classified by ``edges``."""
+        starts = [(trace, times, np.searchsorted(edges, rates, side="left")) for trace, times, rates in decisions]
+        return cls(len(edges) + 1, starts, taken=taken)
 
     def _packets(self, packets: int) -> np.ndarray:
         if packets not in self.table:
             if not self.starts:
                 return self._interpolate(packets)
             total, count = np.zeros(self.classes), np.zeros(self.classes)
-            for trace, times, labels in self.starts:
-                taken = trace.delivery_ms(times, packets * MTU) - times
+            for index, (trace, times, labels) in enumerate(self.starts):
+                key = (index, packets)
+                if key not in self.taken:
+                    self.taken[key] = trace.delivery_ms(times, packets * MTU) - times
+                taken = self.taken[key]
                 total += np.bincount(labels, weights=taken, minlength=self.classes)
                 count += np.bincount(labels, minlength=self.classes)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -197,11 +215,15 @@ def class_edges(rates: np.ndarray, classes: int) -> np.ndarray:
     return np.array([(ordered[i - 1] + ordered[i]) / 2 for i in sorted(splits)])
 
 
-def _representatives(rates: np.ndarray, labels: np.ndarray, k: int, step_s: float, kind: str):
+def _representatives(rates: np.ndarray, labels: np.ndarray, k: int, step_s: float, kind: str,
+                     edges: np.ndarray | None = None):
     floor = MTU / step_s  # one packet per window
     harmonic, mean = np.empty(k), np.empty(k)
     for c in range(k):
         members = np.maximum(rates[labels == c], floor)
+        if not members.size:  # a class no window falls in (given edges): its bounds stand for it
+            bounds = [] if edges is None else [e for e in edges[max(c - 1, 0):c + 1]]
+            members = np.array([max(float(np.mean(bounds)) if bounds else floor, floor)])
         harmonic[c] = members.size / np.sum(1.0 / members)
         mean[c] = members.mean()
     return (harmonic if kind == "harmonic" else mean), mean
@@ -214,35 +236,65 @@ def _stationary(matrix: np.ndarray) -> np.ndarray:
     return vector / vector.sum()
 
 
+class ChainFitter:
+    """Fits chains with any class edges from the same traces, sharing the work that does not depend on them.
+
+    The window rates, the decision times and the delivery time of each packet
+    count from each decision time are computed once, so trying many sets of
+    edges (``splitc.tree.edges``) costs a classification and a few sums each.
+    """
+
+    def __init__(self, traces: Trace | Sequence[Trace], step_s: float = 0.1, representative: str = "harmonic",
+                 smoothing: float = 1.0) -> None:
+        traces = [traces] if isinstance(traces, Trace) else list(traces)
+        if not traces:
+            raise SplitcError("fitting a bandwidth chain needs at least one trace")
+        if not step_s > 0 or smoothing < 0:
+            raise SplitcError(f"bad chain options: step_s={step_s} (> 0), smoothing={smoothing} (>= 0)")
+        if representative not in ("harmonic", "mean"):
+            raise SplitcError(f"unknown class representative {representative!r}: use 'harmonic' or 'mean'")
+        self.traces, self.step_s = traces, step_s
+        self.representative, self.smoothing = representative, smoothing
+        self.series = [trace.rate_bps(step_s) / 8 for trace in traces]
+        self.pooled = np.concatenate(self.series)
+        self.decisions = decision_times(traces, step_s)
+        self.taken: dict = {}
+
+    def quantile_edges(self, classes: int) -> np.ndarray:
+        """The quantile edges of the pooled window rates (``class_edges``)."""
+        return class_edges(self.pooled, classes)
+
+    def fit(self, edges) -> BandwidthChain:
+        """The chain whose classes are separated by ``edges`` (bytes/s; sorted, duplicates merged)."""
+        edges = np.unique(np.asarray(edges, dtype=float).reshape(-1))
+        if edges.size and not np.all(np.isfinite(edges)):
+            raise SplitcError(f"class edges must be finite rates, not {edges.tolist()}")
+        k = len(edges) + 1
+        counts = np.zeros((k, k))
+        for trace, rates in zip(self.traces, self.series):
+            labels = np.searchsorted(edges, rates, side="left")
+            np.add.at(counts, (labels[:-1], labels[1:]), 1)
+            whole = abs(trace.period_ms / (self.step_s * 1e3) - len(rates)) < 1e-6
+            if whole and len(rates) > 1:
+                counts[labels[-1], labels[0]] += 1
+        smoothed = counts + self.smoothing
+        rows = smoothed.sum(axis=1, keepdims=True)
+        matrix = np.where(rows > 0, smoothed / np.where(rows > 0, rows, 1), np.eye(k))
+        labels = np.searchsorted(edges, self.pooled, side="left")
+        bandwidth, mean = _representatives(self.pooled, labels, k, self.step_s, self.representative, edges)
+        return BandwidthChain(self.step_s, edges, bandwidth, mean, matrix, counts, _stationary(matrix),
+                              TransferTimes.from_decisions(self.decisions, edges, self.taken))
+
+
 def fit_chain(traces: Trace | Sequence[Trace], classes: int = 2, step_s: float = 0.1,
-              representative: str = "harmonic", smoothing: float = 1.0) -> BandwidthChain:
+              representative: str = "harmonic", smoothing: float = 1.0, edges=None) -> BandwidthChain:
     """Fit a bandwidth chain with at most ``classes`` classes and a step of ``step_s`` s from traces.
 
-    Its ``transfer`` times are measured on the same traces (``TransferTimes.measure``).
+    With ``edges`` (bytes/s) the classes are separated there (``classes`` is
+    then ignored); otherwise at the quantiles of the window rates. Its
+    ``transfer`` times are measured on the same traces (``TransferTimes``).
     """
-    traces = [traces] if isinstance(traces, Trace) else list(traces)
-    if not traces:
-        raise SplitcError("fitting a bandwidth chain needs at least one trace")
-    if classes < 1 or not step_s > 0 or smoothing < 0:
-        raise SplitcError(f"bad chain options: classes={classes} (>= 1), step_s={step_s} (> 0), "
-                          f"smoothing={smoothing} (>= 0)")
-    if representative not in ("harmonic", "mean"):
-        raise SplitcError(f"unknown class representative {representative!r}: use 'harmonic' or 'mean'")
-    series = [trace.rate_bps(step_s) / 8 for trace in traces]
-    pooled = np.concatenate(series)
-    edges = class_edges(pooled, classes)
-    k = len(edges) + 1
-    counts = np.zeros((k, k))
-    for trace, rates in zip(traces, series):
-        labels = np.searchsorted(edges, rates, side="left")
-        np.add.at(counts, (labels[:-1], labels[1:]), 1)
-        whole = abs(trace.period_ms / (step_s * 1e3) - len(rates)) < 1e-6
-        if whole and len(rates) > 1:
-            counts[labels[-1], labels[0]] += 1
-    smoothed = counts + smoothing
-    rows = smoothed.sum(axis=1, keepdims=True)
-    matrix = np.where(rows > 0, smoothed / np.where(rows > 0, rows, 1), np.eye(k))
-    labels = np.searchsorted(edges, pooled, side="left")
-    bandwidth, mean = _representatives(pooled, labels, k, step_s, representative)
-    return BandwidthChain(step_s, edges, bandwidth, mean, matrix, counts, _stationary(matrix),
-                          TransferTimes.measure(traces, edges, step_s))
+    if edges is None and classes < 1:
+        raise SplitcError(f"bad chain options: classes={classes} (>= 1)")
+    fitter = ChainFitter(traces, step_s, representative, smoothing)
+    return fitter.fit(fitter.quantile_edges(classes) if edges is None else edges)
