@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from splitc.errors import SplitcError
+from splitc.tree.greedy import add_greedily
 from splitc.tree.markov import BandwidthChain, ChainFitter
 from splitc.tree.policy import solve
 from splitc.tree.spec import Path, TreeSpec, feasible_actions
@@ -133,17 +134,7 @@ def decision_edges(spec: TreeSpec, fitter: ChainFitter, classes: int, max_drop: 
     fillers = [e for k in range(2, classes + 1) for e in fitter.quantile_edges(k)]
     pool = _snap(fitter.pooled, [*break_evens(spec, max_drop, float(fitter.pooled.min()), float(fitter.pooled.max())),
                                  *fillers])
-    chosen: list[float] = []
-    current = _value(spec, fitter.fit(chosen), max_drop)
-    while len(chosen) < classes - 1:
-        trials = [(_value(spec, fitter.fit(chosen + [e]), max_drop), e) for e in pool if e not in chosen]
-        if not trials:
-            break
-        value, best = min(trials)
-        if not value < current - 1e-9:
-            break
-        chosen.append(best)
-        current = value
+    chosen, current = add_greedily([], pool, lambda edges: _value(spec, fitter.fit(edges), max_drop), classes - 1)
     if _value(spec, fitter.fit(quantile), max_drop) < current - 1e-9:
         return quantile
     return np.array(sorted(chosen))

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 from splitc.backends import onnx_backend as emit
 from splitc.errors import SplitcError
+from splitc.tree.greedy import add_greedily
 from splitc.tree.markov import BandwidthChain
 from splitc.tree.measure import (
     Composer,
@@ -166,20 +167,12 @@ def select_forks(found: list[ForkCandidate], total_ms: float, rtt_ms: float, cha
     """Indices into ``found`` of the chosen forks, in model order (see the module's rule)."""
     if count < 1:
         raise SplitcError(f"a model tree needs at least 1 fork, not {count}")
-    chosen = [0]
-    current = _value(found, chosen, total_ms, rtt_ms, chain, max_drop)
-    while len(chosen) < count:
+    def announce(chosen: list[int]) -> None:
         if progress is not None:
             progress(f"choosing forks: {len(chosen)} of at most {count}")
-        trials = [(_value(found, chosen + [c], total_ms, rtt_ms, chain, max_drop), c)
-                  for c in range(1, len(found)) if c not in chosen]
-        if not trials:
-            break
-        value, best = min(trials)
-        if not value < current - 1e-9:
-            break
-        chosen.append(best)
-        current = value
+
+    chosen, _ = add_greedily([0], range(1, len(found)),
+                             lambda forks: _value(found, forks, total_ms, rtt_ms, chain, max_drop), count, announce)
     while len(chosen) < count and _split_longest(found, chosen, total_ms):
         pass
     return sorted(chosen)
