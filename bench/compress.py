@@ -2,7 +2,14 @@
 
     python bench/compress.py                      # the trained photo models (bench/trained), else digits
     python bench/compress.py --models digits      # one model
-    python bench/compress.py --seeds 5 --heldout 256
+    python bench/compress.py --seeds 5 --heldout 128
+    python bench/compress.py --calib-source train  # calibrate on the training-region crops instead
+
+By default the held-out set is split, stratified by label and seeded (--split-seed), into a calibration
+half that fits and certifies the rewrites (the compile's calib) and a disjoint test half that measures
+held-out drops, so the bound is certified on the distribution the models are deployed on.
+``--calib-source train`` calibrates on calib.npz (crops from the region the models were trained on) and
+measures held-out drops on the whole held-out set.
 
 Writes bench/results/compress.md, compress.json and compress.png. Every number is measured on this host
 or predicted by splitc's cost model, and labelled as such:
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import replace
@@ -64,12 +72,45 @@ REPEATS = 20
 CAP = 4  # baselines go on up to CAP times our evaluations to see when they reach our reward
 
 
-def _heldout_evaluator(space, path: Path, count: int) -> Evaluator:
+def stratified_halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint (calibration, test) indices, half each, stratified by label and seeded; each sorted.
+
+    Every class gives half its samples to each side; where a class is odd, the extra samples go to the
+    calibration half in a seeded order of classes until it holds ``len(labels) // 2``.
+    """
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    members = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    take = {c: len(members[c]) // 2 for c in classes}
+    odd = [c for c in rng.permutation(classes) if len(members[c]) % 2]
+    for c in odd[:len(labels) // 2 - sum(take.values())]:
+        take[c] += 1
+    calib = np.sort(np.concatenate([members[c][:take[c]] for c in classes]))
+    test = np.sort(np.concatenate([members[c][take[c]:] for c in classes]))
+    return calib, test
+
+
+def split_heldout(path: Path, seed: int, folder: Path) -> tuple[Path, Path]:
+    """Write the calibration and test halves of the held-out file ``path`` (npz with labels) into ``folder``."""
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    if "labels" not in arrays:
+        raise SystemExit(f"{path} has no labels: --calib-source heldout needs a labelled held-out set")
+    calib, test = stratified_halves(arrays["labels"], seed)
+    out = (folder / f"{path.stem}_calib.npz", folder / f"{path.stem}_test.npz")
+    for target, index in zip(out, (calib, test)):
+        np.savez(target, **{k: v[index] for k, v in arrays.items()})
+    return out
+
+
+def _heldout_evaluator(space, path: Path, count: int | None) -> Evaluator:
     """An evaluator of the same candidates on the held-out set (rewrites stay fitted on the calibration set)."""
     graph = space.analysis.graph
     inputs = [{"name": v.name, "shape": list(v.shape), "dtype": str(v.dtype)} for v in graph.inputs]
     held = calibrate.load(path, inputs)
-    held = replace(held, samples=held.samples[:count], labels=None if held.labels is None else held.labels[:count])
+    if count is not None:
+        held = replace(held, samples=held.samples[:count],
+                       labels=None if held.labels is None else held.labels[:count])
     shares = CalibrationShares(held, space.shares.fit, held)
     return Evaluator(space.analysis, space.enc, shares, space.evaluator.metric)
 
@@ -190,9 +231,25 @@ def _search_comparison(space, bandwidth: float, seeds: int) -> dict:
     return out
 
 
-def run_model(name: str, paths: tuple[Path, Path, Path], heldout: int, seeds: int) -> dict:
-    """Sections (a) to (e) for one model (its model, calibration and held-out files)."""
+def run_model(name: str, paths: tuple[Path, Path, Path], heldout: int | None, seeds: int,
+              source: str = "heldout", split_seed: int = 0) -> dict:
+    """Sections (a) to (e) for one model (its model, calibration and held-out files).
+
+    With ``source`` "heldout" the held-out file is split into a calibration and a test half
+    (``split_heldout``); with "train" the calibration file calibrates and the whole held-out file tests.
+    """
     model, calib, held_path = paths
+    with tempfile.TemporaryDirectory() as folder:
+        if source == "heldout":
+            calib, held_path = split_heldout(held_path, split_seed, Path(folder))
+        result = _run_model(name, model, calib, held_path, heldout, seeds)
+    result["calib_source"] = source
+    if source == "heldout":
+        result["split_seed"] = split_seed
+    return result
+
+
+def _run_model(name: str, model: Path, calib: Path, held_path: Path, heldout: int | None, seeds: int) -> dict:
     print(f"[{name}] building and pricing the candidates", flush=True)
     analysis = analyse(model, TARGET, CLOUD, "5Mbps", RTT_MS)
     options = CompileOptions(target=TARGET, cloud=CLOUD, calib=calib, compress=FAMILIES, max_drop=MAX_DROP)
@@ -225,7 +282,12 @@ def main() -> None:
     """Run the benchmark (or, with --report-only, rewrite the report from compress.json)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=None)
-    parser.add_argument("--heldout", type=int, default=512, help="held-out samples used")
+    parser.add_argument("--heldout", type=int, default=None,
+                        help="held-out (test) samples used (default: all of them)")
+    parser.add_argument("--calib-source", choices=("heldout", "train"), default="heldout",
+                        help="heldout: fit and certify on a stratified half of heldout.npz, test on the other "
+                             "half; train: fit and certify on calib.npz, test on all of heldout.npz")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split")
     parser.add_argument("--seeds", type=int, default=5, help="runs of each baseline search")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--trained", type=Path, default=ROOT / "bench" / "trained",
@@ -241,8 +303,9 @@ def main() -> None:
     names = args.models or ([n for n in ("vgg", "resnet") if found[n][0].exists()] or ["digits"])
     warnings.simplefilter("ignore")
     results = {"target": TARGET, "cloud": CLOUD, "rtt_ms": RTT_MS, "max_drop": MAX_DROP,
-               "heldout_drop": HELDOUT_DROP,
-               "models": [run_model(n, found[n], args.heldout, args.seeds) for n in names]}
+               "heldout_drop": HELDOUT_DROP, "calib_source": args.calib_source,
+               "models": [run_model(n, found[n], args.heldout, args.seeds, args.calib_source, args.split_seed)
+                          for n in names]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compress.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     (args.out / "compress.md").write_text(compress_report.markdown(results))
