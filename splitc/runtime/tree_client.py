@@ -46,11 +46,10 @@ import httpx
 import numpy as np
 
 from splitc.runtime.bandwidth import BandwidthEstimator
-from splitc.runtime.client import CloudError
+from splitc.runtime.client import CloudError, _check_inputs, _check_outputs, _refusal, _Retryable
 from splitc.runtime.cloud_service import open_session
 from splitc.runtime.cut_codec import CutCodec
 from splitc.runtime.errors import PlanError
-from splitc.runtime.pipeline import InputError
 from splitc.runtime.plans import PlanEntry, PlanSet
 from splitc.runtime.tree_manifest import TreeManifest
 from splitc.wire import codec, request
@@ -81,10 +80,6 @@ class TreeResult:
     total_ms: float = 0.0
     bytes_up: int = 0
     bytes_down: int = 0
-
-
-class _Retryable(Exception):
-    """A 5xx reply or a garbled reply: worth retrying, then falling back."""
 
 
 class _EntryPoint:
@@ -241,16 +236,7 @@ class TreeClient:
             self.last_sample = time.monotonic()  # the request itself will retry or fall back
 
     def _check(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        checked = {}
-        for spec in self.tree.inputs:
-            if spec["name"] not in feeds:
-                raise InputError(f"missing input {spec['name']!r} (the model takes "
-                                 f"{[s['name'] for s in self.tree.inputs]})")
-            array = np.asarray(feeds[spec["name"]])
-            if list(array.shape) != list(spec["shape"]):
-                raise InputError(f"input {spec['name']!r} has shape {list(array.shape)}, expected {spec['shape']}")
-            checked[spec["name"]] = array.astype(spec["dtype"], copy=False)
-        return checked
+        return _check_inputs(self.tree.inputs, feeds)
 
     def _block(self, fork: int, variant: int, acts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.blocks[fork][variant]
@@ -311,12 +297,7 @@ class TreeClient:
         if response.status_code >= 500:
             raise _Retryable(f"server error {response.status_code}: {response.text[:200]}")
         if response.status_code >= 400:
-            try:
-                info = response.json()
-            except ValueError:
-                info = {"error": "http_error", "detail": response.text[:200]}
-            raise CloudError(f"the server refused the request ({response.status_code} {info.get('error')}): "
-                             f"{info.get('detail')}", response.status_code, info.get("error"))
+            raise _refusal(response)
         return response
 
 
@@ -328,18 +309,4 @@ def _read_reply(reply: bytes, entry: PlanEntry, rid: int) -> tuple[request.Messa
         raise _Retryable(f"the reply is not a valid response ({type(exc).__name__}: {exc})") from exc
     if message.request_id != rid or message.plan_id != entry.id:
         raise _Retryable(f"the reply answers request {message.request_id} of plan {message.plan_id!r}")
-    records = {r.name: r for r in message.records}
-    outputs = {}
-    for spec in entry.plan["cloud"].get("outputs", []):
-        name, shape, dtype = spec["name"], [int(d) for d in spec["shape"]], np.dtype(spec["dtype"])
-        if name not in records:
-            raise CloudError(f"the reply has no output {name!r} (plan {entry.id!r})", code="bad_reply")
-        try:
-            value = request.record_array(records[name], max_elements=max(1, int(np.prod(shape, dtype=object))))
-        except codec.CodecError as exc:
-            raise CloudError(f"the reply's output {name!r} does not decode: {exc}", code="bad_reply") from exc
-        if list(value.shape) != shape or value.dtype != dtype:
-            raise CloudError(f"the reply's output {name!r} is {value.dtype} {list(value.shape)}, "
-                             f"the plan says {dtype} {shape}", code="bad_reply")
-        outputs[name] = value
-    return message, outputs
+    return message, _check_outputs(message, entry)

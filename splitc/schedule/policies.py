@@ -87,6 +87,16 @@ class DeeparOnline(_Online):
         return d.samples * w_ms / 1e3, Placement(i, mode, e, t, t + seconds, b1, b2, tier)
 
 
+def _at_allocable_bandwidth(scenario, book, i, mode, e, t):
+    """(seconds, placement) of task ``i`` starting at ``t`` with the bandwidth allocable then, re-partitioned
+    for it; None when it does not fit."""
+    fit = book.fit(i, mode, e, t, lambda b1, b2: scenario.task_seconds(i, mode, e, b1, b2))
+    if fit is None:
+        return None
+    b1, b2, seconds = fit
+    return seconds, Placement(i, mode, e, t, t + seconds, b1, b2)
+
+
 class SplitcOnline(_Online):
     """DeePar's events and commitment at arrival, ranked by the real finish: the exact partition re-solved
     at the bandwidth really allocable, plus the wait."""
@@ -94,11 +104,7 @@ class SplitcOnline(_Online):
     name = "splitc greedy"
 
     def candidate(self, scenario, book, i, mode, e, t):
-        fit = book.fit(i, mode, e, t, lambda b1, b2: scenario.task_seconds(i, mode, e, b1, b2))
-        if fit is None:
-            return None
-        b1, b2, seconds = fit
-        return seconds, Placement(i, mode, e, t, t + seconds, b1, b2)
+        return _at_allocable_bandwidth(scenario, book, i, mode, e, t)
 
 
 class SingleMode(_Online):
@@ -110,11 +116,7 @@ class SingleMode(_Online):
         self.name = {"device": "device-only"}.get(mode, mode)
 
     def candidate(self, scenario, book, i, mode, e, t):
-        fit = book.fit(i, mode, e, t, lambda b1, b2: scenario.task_seconds(i, mode, e, b1, b2))
-        if fit is None:
-            return None
-        b1, b2, seconds = fit
-        return seconds, Placement(i, mode, e, t, t + seconds, b1, b2)
+        return _at_allocable_bandwidth(scenario, book, i, mode, e, t)
 
 
 # -- the offline ILP -----------------------------------------------------------------------------------
